@@ -18,10 +18,11 @@ from pathlib import Path
 
 import onnx
 
+from .protoutil import over_proto_limit, save_with_external_data
+
 from .errors import OnnxSplitError
 
 MANIFEST_SCHEMA = "onnxsplit.manifest/1"
-_PROTO_LIMIT = 2**31 - 1
 
 
 @contextlib.contextmanager
@@ -51,11 +52,11 @@ def atomic_output_dir(out: str | os.PathLike[str], *, force: bool = False) -> It
 def save_model(model: onnx.ModelProto, path: Path) -> list[Path]:
     """Save a model (with external data beside it above 2 GB); returns the files written."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if model.ByteSize() < _PROTO_LIMIT:
+    if not over_proto_limit(model):
         onnx.save_model(model, str(path))
         return [path]
     data = path.with_name(path.name + ".data")
-    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name)
+    save_with_external_data(model, path, data.name)
     return [path, data]
 
 
@@ -68,7 +69,7 @@ def sha256_file(path: Path) -> str:
 
 
 def sha256_model(model: onnx.ModelProto) -> str:
-    return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest() if model.ByteSize() < _PROTO_LIMIT else ""
+    return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest() if not over_proto_limit(model) else ""
 
 
 def file_checksums(root: Path) -> dict[str, str]:

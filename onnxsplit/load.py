@@ -22,12 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+
+from .protoutil import over_proto_limit
 from onnx import helper, shape_inference
 
 from .errors import ModelLoadError, ShapeError, UsageError
 from .ir import TensorType
 
-_PROTO_LIMIT = 2**31 - 1  # protobuf's 2 GB limit
 # Oldest default-domain opset onnxruntime executes.
 MIN_OPSET = 7
 
@@ -152,7 +153,7 @@ def _check_versions(model: onnx.ModelProto, label: str) -> None:
 
 
 def _check_model(model: onnx.ModelProto, label: str) -> None:
-    if model.ByteSize() >= _PROTO_LIMIT:
+    if over_proto_limit(model):
         return  # too large for the in-memory checker; onnxruntime will validate it
     try:
         onnx.checker.check_model(model)
@@ -237,9 +238,21 @@ def _simplify(model: onnx.ModelProto, label: str) -> onnx.ModelProto:
 def infer_static_shapes(
     model: onnx.ModelProto, label: str = "<model>", shape_feeds: Mapping[str, np.ndarray] | None = None
 ) -> onnx.ModelProto:
-    """Fill ``value_info`` with static shapes for every main-graph node output."""
+    """Fill ``value_info`` with static shapes for every main-graph node output.
+
+    Models over protobuf's 2 GB limit are inferred on a skeleton whose large initializers carry
+    dims but no data (shape inference reads only dims of large tensors); the inferred value infos
+    are then copied onto the full model.
+    """
+    big = over_proto_limit(model)
     try:
-        inferred = shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+        skeleton = _skeleton(model) if big else model
+        # Data propagation may materialize large initializers; above 2 GB it is turned off.
+        inferred = shape_inference.infer_shapes(skeleton, check_type=False, strict_mode=False, data_prop=not big)
+        if big:
+            del model.graph.value_info[:]
+            model.graph.value_info.extend(inferred.graph.value_info)
+            inferred = model
     except Exception as exc:  # noqa: BLE001
         warnings.warn(f"onnx shape inference failed on {label} ({_first_line(exc)}); using onnxruntime", stacklevel=2)
         inferred = model
@@ -247,6 +260,29 @@ def infer_static_shapes(
     if missing:
         _shapes_from_onnxruntime(inferred, missing, label, shape_feeds)
     return inferred
+
+
+def _skeleton(model: onnx.ModelProto, min_nbytes: int = 1 << 20) -> onnx.ModelProto:
+    """A copy of the graph structure whose initializers above ``min_nbytes`` hold no data."""
+    sk = onnx.ModelProto()
+    sk.ir_version = model.ir_version
+    sk.opset_import.extend(model.opset_import)
+    sk.functions.extend(model.functions)
+    g = sk.graph
+    g.name = model.graph.name
+    g.node.extend(model.graph.node)
+    g.input.extend(model.graph.input)
+    g.output.extend(model.graph.output)
+    for init in model.graph.initializer:
+        t = g.initializer.add()
+        if len(init.raw_data) >= min_nbytes:
+            t.name, t.data_type = init.name, init.data_type
+            t.dims.extend(init.dims)
+            t.data_location = onnx.TensorProto.EXTERNAL
+            t.external_data.add(key="location", value="skeleton-no-data")
+        else:
+            t.CopyFrom(init)
+    return sk
 
 
 def _non_static_outputs(model: onnx.ModelProto) -> list[str]:

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+
+from .protoutil import over_proto_limit, save_with_external_data
 from onnx import helper
 
-_PROTO_LIMIT = 2**31 - 1
 
 
 def _ort():
@@ -45,12 +46,13 @@ def make_session(model: onnx.ModelProto, *, optimize: bool = True, threads: int 
     so.log_severity_level = 4  # failures surface as exceptions; no duplicate log lines
     if threads is not None:
         so.intra_op_num_threads = threads
-    if model.ByteSize() < _PROTO_LIMIT:
+    if not over_proto_limit(model):
         return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    tmp = tempfile.mkdtemp(prefix="onnxsplit-ort-")
-    path = Path(tmp) / "model.onnx"
-    onnx.save_model(model, str(path), save_as_external_data=True, location="model.onnx.data")
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    with tempfile.TemporaryDirectory(prefix="onnxsplit-ort-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        save_with_external_data(model, path, "model.onnx.data")
+        # onnxruntime has read (or mapped) the data once the session exists; the files can go.
+        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
 def graph_input_infos(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:

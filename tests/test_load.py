@@ -11,6 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import onnxsplit
 from onnxsplit import zoo
+from onnxsplit.bundle import save_model
 from onnxsplit.errors import ModelLoadError, ShapeError, UsageError
 from onnxsplit.load import load_model, parse_input_shapes
 from onnxsplit.runtime_ort import random_feeds, run
@@ -155,3 +156,34 @@ def test_simplify_keeps_outputs() -> None:
     assert len(graph.nodes) < len(model.graph.node)  # BatchNorm folded into Conv
     feeds = random_feeds(model)
     np.testing.assert_allclose(run(graph.model, feeds)["logits"], run(model, feeds)["logits"], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_model_over_2gb_with_external_data_loads_and_splits(tmp_path: Path) -> None:
+    """Two 1.1 GB weights: over protobuf's 2 GB limit, so only external data can hold them."""
+    n = 1100 * 1000 * 1000 // 4
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [n])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [n])
+    w1 = numpy_helper.from_array(np.full(n, 0.5, np.float32), "w1")
+    w2 = numpy_helper.from_array(np.full(n, 2.0, np.float32), "w2")
+    nodes = [helper.make_node("Mul", ["x", "w1"], ["a"], name="mul"), helper.make_node("Add", ["a", "w2"], ["y"], name="add")]
+    model = helper.make_model(helper.make_graph(nodes, "big", [x], [y], [w1, w2]), opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "big.onnx"
+    onnx.save_model(model, str(path), save_as_external_data=True, location="big.data")
+    del model, w1, w2
+    graph = onnxsplit.load_graph(path)
+    assert graph.tensors["a"].nbytes == n * 4
+    parts = onnxsplit.split_model(graph, ["mul"])
+    assert [b.name for b in parts.boundary] == ["a"]
+    feeds = {"x": np.ones(n, np.float32)}
+    for _ in range(2):  # running must not strip the data out of the split models
+        out = parts.run(feeds)["y"]
+        assert out[0] == 2.5 and out[-1] == 2.5
+    del out
+    # The whole model runs through the external-data path of make_session (over 2 GB).
+    assert run(graph.model, feeds)["y"][-1] == 2.5
+    files = save_model(graph.model, tmp_path / "again" / "model.onnx")
+    assert [f.name for f in files] == ["model.onnx", "model.onnx.data"]
+    assert files[0].stat().st_size < 10_000
+    assert onnxsplit.load_graph(files[0]).tensors["w2"].nbytes == n * 4
