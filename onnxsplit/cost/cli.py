@@ -1,0 +1,287 @@
+"""``onnxsplit profile`` and ``onnxsplit cost-model fit``: subcommands added by :func:`register`.
+
+Wiring (in ``onnxsplit/cli.py``'s ``build_parser``)::
+
+    from .cost.cli import register as register_cost
+    register_cost(sub)
+
+Each subcommand sets ``func`` (``args -> exit status``), accepts ``--json`` and raises
+:class:`~onnxsplit.errors.OnnxSplitError` subclasses for user errors (the main CLI prints
+``error: ...`` and exits with status 2).
+
+Typical use::
+
+    onnxsplit profile --target host-x86 -o host.csv --precision fp32,int8
+    onnxsplit cost-model fit host.csv --target host-x86 --precision fp32    # writes cost_models/host-x86/ort-cpu-fp32.json
+
+On a board: run the same ``profile`` command there with the board's target, copy the CSV back,
+fit here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+
+__all__ = ["register", "cmd_profile", "cmd_cost_model_fit", "cmd_cost_model_show"]
+
+
+def _table(headers, rows) -> str:  # noqa: ANN001
+    """Plain-text table in the style of ``onnxsplit.cli.table``."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt_ms(v: float | None) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.3f}" if v >= 0.1 else f"{v:.4f}"
+
+
+def _csv_list(value: str, allowed: tuple[str, ...], what: str) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [v for v in items if v not in allowed]
+    if bad or not items:
+        raise UsageError(f"bad {what} '{value}': use a comma-separated list of {', '.join(allowed)}")
+    return items
+
+
+def _parse_model_arg(value: str) -> dict[str, Any]:
+    """``PATH`` or ``PATH@NAME:1x3x224x224[@NAME2:...]`` -> a ``file`` spec."""
+    from ..load import parse_input_shapes
+
+    path, *shapes = value.split("@")
+    if not Path(path).is_file():
+        raise UsageError(f"--model '{path}': file not found")
+    return {"gen": "file", "path": str(Path(path).resolve()),
+            "input_shapes": {k: list(v) for k, v in parse_input_shapes(shapes).items()}}
+
+
+# ------------------------------------------------------------------------------------ profile
+def cmd_profile(args: argparse.Namespace) -> int:
+    from ..profile import ProfileError, run_profile
+    from ..targets import load_target
+
+    if args.rpc:
+        raise ProfileError(
+            f"--rpc {args.rpc}: profiling through TVM RPC is not implemented yet; run `onnxsplit profile --target "
+            f"{args.target} -o FILE.csv` on the device itself and copy the CSV back")
+    target = load_target(args.target)
+    precisions = _csv_list(args.precision, ("fp32", "int8"), "--precision")
+    extra = [_parse_model_arg(m) for m in args.model or []]
+    say = (lambda s: None) if args.json or args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
+    res = run_profile(
+        target.name if not str(args.target).endswith(".toml") else args.target,
+        args.output,
+        runtime=args.runtime,
+        precisions=precisions,
+        n_kernels=args.kernels,
+        include_models=not args.no_models,
+        quick_models=args.quick,
+        extra_models=extra,
+        threads=args.threads,
+        warmup=args.warmup,
+        reps=args.reps,
+        rounds=args.rounds,
+        max_seconds=args.max_seconds,
+        seed=args.seed,
+        allow_arch_mismatch=args.allow_arch_mismatch,
+        high_priority=args.high_priority,
+        kernel_families=[f.strip() for f in args.families.split(",")] if args.families else None,
+        progress=say,
+    )
+    groups: dict[tuple[str, str, str], list[float]] = {}
+    for r in res.rows:
+        key = (r["precision"], r["kind"], r["family"] or "-")
+        groups.setdefault(key, []).append(float(r["median_ms"]))
+    summary = {
+        "output": str(res.path) if res.path else None,
+        "target": target.name,
+        "rows": len(res.rows),
+        "skipped": [{"name": n, "reason": why} for n, why in res.skipped],
+        "wall_s": round(res.wall_s, 1),
+        "threads": res.rows[0]["threads"] if res.rows else None,
+        "loadavg_1m": res.rows[0]["loadavg_1m"] if res.rows else None,
+        "groups": [
+            {"precision": p, "kind": k, "family": f, "n": len(v), "min_ms": min(v), "max_ms": max(v)}
+            for (p, k, f), v in sorted(groups.items())
+        ],
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    rows = [(p, k, f, len(v), _fmt_ms(min(v)), _fmt_ms(max(v))) for (p, k, f), v in sorted(groups.items())]
+    print(_table(["precision", "kind", "family", "n", "fastest ms", "slowest ms"], rows))
+    for n, why in res.skipped:
+        print(f"skipped {n}: {why}")
+    load = summary["loadavg_1m"]
+    warn = ""
+    high = bool(res.rows) and res.rows[0].get("priority") == "high"
+    if isinstance(load, (int, float)) and summary["threads"] and load > 0.5 and not high:
+        warn = f"  (load average {load}: background load inflates times; profile an idle machine or use --high-priority)"
+    print(f"\nwrote {len(res.rows)} rows to {res.path} in {res.wall_s:.0f} s, {summary['threads']} threads{warn}")
+    print(f"fit with: onnxsplit cost-model fit {res.path} --target {target.name}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------ cost-model fit
+def cmd_cost_model_fit(args: argparse.Namespace) -> int:
+    from ..targets import load_target
+    from .fit import fit_profile
+    from .model import cost_model_path
+
+    target = load_target(args.target)
+    precision = args.precision
+    prov: dict[str, Any] = {}
+    for key in ("source", "license", "citation"):
+        v = getattr(args, key)
+        if v:
+            prov[key] = v
+    from ..profile import read_profile_csv
+
+    rows = [r for path in args.data for r in read_profile_csv(path)]
+    prov.setdefault("data_files", [Path(p).name for p in args.data])
+    model = fit_profile(rows, target=target.name, runtime=args.runtime, precision=precision,
+                        holdout_fraction=args.holdout, seed=args.seed, stat=args.stat, provenance=prov,
+                        version=args.version)
+    if args.output:
+        out = Path(args.output)
+    else:
+        root = Path(args.output_dir) if args.output_dir else None
+        out = cost_model_path(target.name, model.runtime, precision, root)
+    if out.exists() and not args.force and not args.dry_run:
+        raise UsageError(f"{out} exists; pass --force to replace it (or -o another path)")
+    if not args.dry_run:
+        model.save(out)
+    acc = model.accuracy
+    if args.json:
+        print(json.dumps({"output": None if args.dry_run else str(out), "model": model.to_json()}, indent=2))
+        return 0
+    from .features import COEFFICIENT_UNITS
+
+    rows = [[fam] + [f"{c[f]:.4g}" for f in model.features] for fam, c in sorted(model.families.items())]
+    print(_table(["family"] + [f"{f} ({COEFFICIENT_UNITS[f]})" for f in model.features], rows))
+    print(f"\nper-inference overhead: {model.overhead_ms:.4f} ms")
+    for name in ("holdout", "cross_validation", "validation", "uncovered"):
+        a = acc.get(name)
+        if isinstance(a, dict) and a.get("n"):
+            print(f"{name} ({a.get('level', '')}): n={a['n']}  MAPE {a['mape_pct']}%  median APE {a['median_ape_pct']}%  "
+                  f"Spearman {a['spearman']}")
+    for key in ("holdout_models", "validation_models", "uncovered_models"):
+        if acc.get(key):
+            print()
+            print(_table([key.replace("_", " "), "measured ms", "predicted ms", "error %"],
+                         [(s["name"], _fmt_ms(s["measured_ms"]), _fmt_ms(s["predicted_ms"]),
+                           f"{100 * (s['predicted_ms'] - s['measured_ms']) / s['measured_ms']:+.1f}")
+                          for s in acc[key]]))
+    where = "(dry run: not written)" if args.dry_run else f"wrote {out}"
+    print(f"\n{where}: {model.target} / {model.runtime} / {model.precision}, version {model.version}, "
+          f"{model.provenance['n_samples']} samples")
+    return 0
+
+
+def cmd_cost_model_show(args: argparse.Namespace) -> int:
+    from ..targets import load_target
+    from .model import CostModel, find_cost_model
+
+    if args.file:
+        model = CostModel.load(args.file)
+    else:
+        target = load_target(args.target)
+        runtime = args.runtime or target.default_runtime
+        model = find_cost_model(target.name, runtime, args.precision)
+        if model is None:
+            print(json.dumps({"target": target.name, "runtime": runtime, "precision": args.precision,
+                              "calibrated": False}) if args.json else
+                  f"no cost model for {target.name} / {runtime} / {args.precision}: predictions use the roofline "
+                  "of the target file (calibrated: false)")
+            return 0
+    if args.json:
+        print(json.dumps(model.to_json(), indent=2))
+        return 0
+    h = model.accuracy.get("holdout", {})
+    print(f"{model.path}\n{model.target} / {model.runtime} / {model.precision}, version {model.version}, "
+          f"overhead {model.overhead_ms:.4f} ms, {model.provenance.get('n_samples')} samples, "
+          f"holdout MAPE {h.get('mape_pct')}% (n={h.get('n')})")
+    rows = [[fam] + [f"{c[f]:.4g}" for f in model.features] for fam, c in sorted(model.families.items())]
+    print(_table(["family"] + list(model.features), rows))
+    return 0
+
+
+# ------------------------------------------------------------------------------------ registration
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``profile`` and ``cost-model`` (``fit``, ``show``) to the main CLI's subparsers."""
+    from ..targets import PRECISIONS, RUNTIMES
+
+    p = subparsers.add_parser(
+        "profile",
+        help="time sampled kernels and whole models on this machine (CSV for `cost-model fit`)",
+        description="Measure kernel and whole-model latencies with onnxruntime on THIS machine for TARGET. "
+        "On a board, run the same command there and copy the CSV back.",
+    )
+    p.add_argument("--target", required=True, help="target name, short name or .toml path (the machine measured)")
+    p.add_argument("-o", "--output", required=True, metavar="CSV", help="CSV to write (columns: onnxsplit.profile)")
+    p.add_argument("--runtime", choices=[r for r in RUNTIMES], help="runtime to time (default: the target's)")
+    p.add_argument("--precision", default="fp32", metavar="P[,P]", help="fp32 and/or int8 (QDQ static), e.g. fp32,int8")
+    p.add_argument("--kernels", type=int, default=300, metavar="N", help="number of sampled kernels (default 300)")
+    p.add_argument("--families", metavar="F[,F]", help="only sample these kernel families")
+    p.add_argument("--no-models", action="store_true", help="skip whole models")
+    p.add_argument("--quick", action="store_true", help="only 3 small zoo models")
+    p.add_argument("--model", action="append", metavar="PATH[@INPUT:DIMS]",
+                   help="also time this .onnx as a validation model (never fitted), e.g. m.onnx@images:1x3x320x320")
+    p.add_argument("--threads", type=int, help="intra-op threads (default: physical cores = onnxruntime's default)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed runs per sample (default 3)")
+    p.add_argument("--reps", type=int, default=15, help="timed runs per round (default 15)")
+    p.add_argument("--rounds", type=int, default=3, help="timing rounds over all samples (default 3)")
+    p.add_argument("--max-seconds", type=float, default=0.25, help="time budget per sample per round (default 0.25)")
+    p.add_argument("--seed", type=int, default=0, help="kernel sampling seed")
+    p.add_argument("--high-priority", action="store_true",
+                   help="raise the profiler's CPU priority while timing (Linux, root): for shared machines")
+    p.add_argument("--allow-arch-mismatch", action="store_true", help="label measurements with a target of another ISA")
+    p.add_argument("--rpc", metavar="HOST:PORT", help="TVM RPC tracker (not implemented yet)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--json", action="store_true", help="print a machine-readable summary")
+    p.set_defaults(func=cmd_profile)
+
+    cm = subparsers.add_parser("cost-model", help="fit or show learned latency cost models")
+    cms = cm.add_subparsers(dest="cost_model_command", metavar="ACTION")
+    cm.set_defaults(func=lambda args: (cm.print_help(), 2)[1])
+
+    f = cms.add_parser("fit", help="fit a cost model from a profile CSV",
+                       description="Fit per-op-family non-negative linear latency coefficients (NNLS) from "
+                       "`onnxsplit profile` measurements; writes cost_models/<target>/<runtime>-<precision>.json.")
+    f.add_argument("data", nargs="+", help="CSV file(s) written by `onnxsplit profile`")
+    f.add_argument("--target", required=True, help="target the measurements are for")
+    f.add_argument("--runtime", choices=[r for r in RUNTIMES], help="runtime (default: the one in the data)")
+    f.add_argument("--precision", default="fp32", choices=list(PRECISIONS))
+    f.add_argument("--holdout", type=float, default=0.2, help="fraction of whole models held out (default 0.2)")
+    f.add_argument("--seed", type=int, default=0, help="holdout split seed")
+    f.add_argument("--stat", default="median_ms", choices=["median_ms", "min_ms", "mean_ms", "p90_ms"],
+                   help="latency statistic to fit (default median_ms)")
+    f.add_argument("--version", default="1", help="artifact version string (default 1)")
+    f.add_argument("--source", help="provenance: where the data comes from")
+    f.add_argument("--license", help="provenance: license of the data")
+    f.add_argument("--citation", help="provenance: how to cite the data")
+    g = f.add_mutually_exclusive_group()
+    g.add_argument("-o", "--output", help="write the model here instead of the registry")
+    g.add_argument("--output-dir", help="registry root to write into (default: the bundled cost_models/)")
+    f.add_argument("--force", action="store_true", help="replace an existing model")
+    f.add_argument("--dry-run", action="store_true", help="fit and report, write nothing")
+    f.add_argument("--json", action="store_true", help="print the fitted model as JSON")
+    f.set_defaults(func=cmd_cost_model_fit)
+
+    s = cms.add_parser("show", help="show the registered cost model of a target")
+    s.add_argument("--target", default="host-x86")
+    s.add_argument("--runtime", choices=[r for r in RUNTIMES])
+    s.add_argument("--precision", default="fp32", choices=list(PRECISIONS))
+    s.add_argument("--file", help="a cost-model JSON file instead of the registry")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_cost_model_show)

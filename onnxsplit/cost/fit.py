@@ -1,0 +1,556 @@
+"""Fitting cost models: non-negative least squares over per-family kernel features.
+
+Every measured latency is a sum of kernel terms plus one per-inference overhead::
+
+    latency_ms(graph) = overhead_ms + sum_{kernels k} sum_f coef[family(k)][f] * feature_f(k)
+
+which is linear in the coefficients. So one solver handles both kinds of measurements:
+
+* per-kernel times (:func:`fit_from_kernels`): each row is one kernel (a family and its
+  features); a row timed as a standalone one-kernel model also pays the per-inference overhead;
+* whole-model latencies (:func:`fit_from_whole_models`): each row sums the features of all the
+  graph's kernels, family by family (:func:`sample_from_graph`).
+
+The design matrix has one column per (family, feature) plus one for the overhead; rows are scaled
+by 1/latency so the fit minimises the *relative* squared error (what MAPE measures), columns are
+normalised, and :func:`scipy.optimize.nnls` keeps every coefficient >= 0 (a kernel never gets a
+negative time). A small ridge term keeps collinear columns (e.g. ``one`` vs the overhead in
+one-kernel rows) from taking extreme values.
+
+Accuracy is measured on a random holdout (``holdout_fraction`` of the rows, ``seed``): MAPE,
+median APE and Spearman rank correlation of predicted vs measured latency, stored in the
+artifact's ``accuracy.holdout``. The returned model is the one fitted on the training rows only,
+so the stored accuracy is that of the stored coefficients.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.optimize import nnls
+
+from ..errors import OnnxSplitError
+from ..ir import Graph
+from .features import FEATURES
+from .kernels import FAMILIES, FusionRules, group_kernels
+from .model import CostModel
+
+__all__ = [
+    "FitError",
+    "UNFITTED_FAMILIES",
+    "Sample",
+    "accuracy_metrics",
+    "evaluate",
+    "fit_from_kernels",
+    "fit_from_whole_models",
+    "fit_profile",
+    "fit_samples",
+    "predict_sample",
+    "sample_from_graph",
+    "sample_from_kernel_row",
+    "split_holdout",
+]
+
+
+class FitError(OnnxSplitError):
+    """Fitting is impossible with the given data (no rows, bad latency, unknown family...)."""
+
+
+@dataclass
+class Sample:
+    """One measurement: feature sums per family, the overhead count and the measured latency."""
+
+    name: str
+    latency_ms: float
+    family_features: dict[str, dict[str, float]]
+    overhead_count: float = 1.0  # how many per-inference overheads the latency includes
+    kind: str = "model"  # "kernel" | "model"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def sample_from_graph(graph: Graph, latency_ms: float, *, name: str = "", kind: str = "model",
+                      rules: FusionRules | str | None = None) -> Sample:
+    """Sum the features of ``graph``'s kernels per family (constant-folded kernels cost 0)."""
+    fam: dict[str, dict[str, float]] = {}
+    for k in group_kernels(graph, rules):
+        if k.family == "constant":
+            continue
+        acc = fam.setdefault(k.family, dict.fromkeys(FEATURES, 0.0))
+        for f in FEATURES:
+            acc[f] += k.features[f]
+    return Sample(name or graph.model.graph.name, _check_latency(latency_ms, name), fam, 1.0, kind)
+
+
+def sample_from_kernel_row(row: Mapping[str, Any], *, includes_overhead: bool = True, index: int = 0) -> Sample:
+    """A per-kernel measurement row: ``family``, the features, and ``median_ms`` (or ``latency_ms``)."""
+    fam = row.get("family")
+    if fam in UNFITTED_FAMILIES:
+        raise FitError(f"kernel row {index}: family '{fam}' is never fitted (its cost depends on subgraphs or custom "
+                       "code); drop the row")
+    if fam not in FAMILIES or fam == "constant":
+        raise FitError(f"kernel row {index}: unknown family {fam!r}; known: {', '.join(f for f in FAMILIES if f != 'constant')}")
+    feats = {}
+    for f in FEATURES:
+        if f == "one":
+            feats[f] = float(row.get("one", 1.0))
+            continue
+        if f not in row or row[f] in ("", None):
+            raise FitError(f"kernel row {index} ({row.get('name', '')}): missing feature '{f}'")
+        feats[f] = float(row[f])
+    lat = row.get("median_ms", row.get("latency_ms"))
+    if lat in ("", None):
+        raise FitError(f"kernel row {index}: missing 'median_ms' (or 'latency_ms')")
+    name = str(row.get("name", f"row{index}"))
+    return Sample(name, _check_latency(float(lat), name), {fam: feats}, 1.0 if includes_overhead else 0.0, "kernel")
+
+
+def _check_latency(v: float, name: str) -> float:
+    v = float(v)
+    if not math.isfinite(v) or v <= 0:
+        raise FitError(f"measurement '{name}': latency must be a positive number of ms, got {v!r}")
+    return v
+
+
+# ------------------------------------------------------------------------------------ solver
+#: families never fitted: their cost depends on subgraphs/custom code, not on the node's features;
+#: predictions use the roofline for them and list their nodes as uncalibrated.
+UNFITTED_FAMILIES: frozenset[str] = frozenset({"control_flow", "other", "rnn"})
+
+#: below these maxima in the training data a feature column is dropped (coefficient 0): 10 kFLOP,
+#: 1 kB. Prevents huge coefficients on features that are ~0 in every sample of a family (e.g. the
+#: 4-byte scale constant of an attention MatMul).
+MIN_FEATURE_RANGE: dict[str, float] = {"mflops": 0.01, "in_mb": 0.001, "out_mb": 0.001, "param_mb": 0.001}
+
+def _columns(samples: Sequence[Sample], features: Sequence[str]) -> list[tuple[str, str]]:
+    fams = sorted({f for s in samples for f in s.family_features})
+    return [(fam, f) for fam in fams for f in features]
+
+
+def _design(samples: Sequence[Sample], cols: list[tuple[str, str]]) -> np.ndarray:
+    idx = {c: j for j, c in enumerate(cols)}
+    X = np.zeros((len(samples), len(cols) + 1))
+    for i, s in enumerate(samples):
+        for fam, feats in s.family_features.items():
+            for f, v in feats.items():
+                j = idx.get((fam, f))
+                if j is not None:
+                    X[i, j] += v
+        X[i, -1] = s.overhead_count
+    return X
+
+
+def fit_samples(
+    samples: Sequence[Sample],
+    *,
+    features: Sequence[str] = FEATURES,
+    overhead_ms: float | None = None,
+    weights: Sequence[float] | None = None,
+    ridge: float = 1e-6,
+) -> tuple[dict[str, dict[str, float]], float]:
+    """Per-family coefficients and the per-inference overhead, fitted by weighted NNLS.
+
+    ``overhead_ms`` fixes the overhead instead of fitting it. ``weights`` multiply each row's
+    relative error. Returns ``(families, overhead_ms)``.
+    """
+    if not samples:
+        raise FitError("no measurements to fit")
+    features = tuple(features)
+    cols = _columns(samples, features)
+    X = _design(samples, cols)
+    y = np.array([s.latency_ms for s in samples], dtype=float)
+    w = np.ones(len(samples)) if weights is None else np.asarray(weights, dtype=float)
+    if overhead_ms is not None:
+        target = y - X[:, -1] * overhead_ms
+        X = X[:, :-1]
+    else:
+        target = y
+    A = X * (w / y)[:, None]
+    b = target * w / y
+    norms = np.linalg.norm(A, axis=0)
+    # a feature that never exceeds its resolution in the data is not identifiable: coefficient 0
+    resolution = np.array([MIN_FEATURE_RANGE.get(f, 0.0) for _, f in cols] + [0.0])[: A.shape[1]]
+    active = (norms > 1e-12) & (np.abs(X).max(axis=0) > resolution)
+    coef = np.zeros(A.shape[1])
+    if active.any():
+        As = A[:, active] / norms[active]
+        if ridge > 0:
+            k = As.shape[1]
+            As = np.vstack([As, math.sqrt(ridge) * np.eye(k)])
+            b = np.concatenate([b, np.zeros(k)])
+        sol, _ = nnls(As, b, maxiter=50 * As.shape[1] + 1000)
+        coef[active] = sol / norms[active]
+    families: dict[str, dict[str, float]] = {}
+    for (fam, f), c in zip(cols, coef[: len(cols)]):
+        families.setdefault(fam, {})[f] = float(c)
+    oh = float(overhead_ms) if overhead_ms is not None else float(coef[-1])
+    return families, oh
+
+
+def predict_sample(families: Mapping[str, Mapping[str, float]], overhead_ms: float, s: Sample) -> float:
+    """Predicted latency of a sample (families without coefficients contribute nothing)."""
+    t = overhead_ms * s.overhead_count
+    for fam, feats in s.family_features.items():
+        coefs = families.get(fam)
+        if coefs is None:
+            continue
+        t += sum(coefs.get(f, 0.0) * v for f, v in feats.items())
+    return float(t)
+
+
+def accuracy_metrics(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, Any]:
+    """``n``, ``mape_pct``, ``median_ape_pct``, ``max_ape_pct``, ``spearman`` (None when undefined)."""
+    p = np.asarray(predicted, dtype=float)
+    m = np.asarray(measured, dtype=float)
+    n = int(len(m))
+    if n == 0:
+        return {"n": 0, "mape_pct": None, "median_ape_pct": None, "max_ape_pct": None, "spearman": None}
+    ape = np.abs(p - m) / m * 100.0
+    rho = None
+    if n >= 3 and np.ptp(m) > 0 and np.ptp(p) > 0:
+        from scipy.stats import spearmanr
+
+        rho = float(spearmanr(p, m).statistic)
+    return {
+        "n": n,
+        "mape_pct": round(float(ape.mean()), 3),
+        "median_ape_pct": round(float(np.median(ape)), 3),
+        "max_ape_pct": round(float(ape.max()), 3),
+        "spearman": None if rho is None else round(rho, 4),
+    }
+
+
+def evaluate(model: CostModel, samples: Sequence[Sample]) -> dict[str, Any]:
+    """Accuracy of ``model`` on measured samples (see :func:`accuracy_metrics`)."""
+    pred = [predict_sample(model.families, model.overhead_ms, s) for s in samples]
+    out = accuracy_metrics(pred, [s.latency_ms for s in samples])
+    out["samples"] = [
+        {"name": s.name, "measured_ms": round(s.latency_ms, 5), "predicted_ms": round(p, 5)}
+        for s, p in zip(samples, pred)
+    ]
+    return out
+
+
+def split_holdout(n: int, holdout_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train, holdout) indices: a seeded random ``holdout_fraction`` of ``n`` rows (>= 1 if n >= 2)."""
+    if not 0 <= holdout_fraction < 1:
+        raise FitError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}")
+    perm = np.random.default_rng(seed).permutation(n).tolist()
+    n_hold = 0 if holdout_fraction == 0 or n < 2 else max(1, int(round(holdout_fraction * n)))
+    return sorted(perm[n_hold:]), sorted(perm[:n_hold])
+
+
+def _provenance(provenance: Mapping[str, Any] | None, n_samples: int) -> dict[str, Any]:
+    prov = {
+        "source": "unspecified",
+        "license": "unspecified",
+        "citation": "",
+        "date": _dt.date.today().isoformat(),
+    }
+    prov.update(dict(provenance or {}))
+    prov["n_samples"] = int(n_samples)
+    return prov
+
+
+def _build(families, overhead, *, target, runtime, precision, version, provenance, n, accuracy) -> CostModel:
+    model = CostModel(
+        target=target,
+        runtime=runtime,
+        precision=precision,
+        version=str(version),
+        features=FEATURES,
+        families=families,
+        overhead_ms=overhead,
+        provenance=_provenance(provenance, n),
+        accuracy=accuracy,
+    )
+    CostModel.from_json(model.to_json())  # validates
+    return model
+
+
+def _strip(acc: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in acc.items() if k != "samples"}
+
+
+# ------------------------------------------------------------------------------------ public fits
+def fit_from_kernels(
+    rows: Iterable[Mapping[str, Any]],
+    *,
+    target: str = "unknown",
+    runtime: str = "ort-cpu",
+    precision: str = "fp32",
+    provenance: Mapping[str, Any] | None = None,
+    holdout_fraction: float = 0.2,
+    seed: int = 0,
+    includes_overhead: bool = True,
+    overhead_ms: float | None = None,
+    version: str = "1",
+) -> CostModel:
+    """Fit from per-kernel measurements.
+
+    Each row maps ``family`` (see :data:`onnxsplit.cost.kernels.FAMILIES`), the features of
+    :data:`onnxsplit.cost.features.FEATURES` (``one`` may be omitted) and ``median_ms`` (or
+    ``latency_ms``). ``includes_overhead``: the times were measured as standalone one-kernel
+    sessions and include the per-inference overhead (fit it, or fix it with ``overhead_ms``).
+    """
+    samples = [sample_from_kernel_row(r, includes_overhead=includes_overhead, index=i) for i, r in enumerate(rows)]
+    if not samples:
+        raise FitError("no kernel rows to fit")
+    train_idx, hold_idx = split_holdout(len(samples), holdout_fraction, seed)
+    train = [samples[i] for i in train_idx]
+    hold = [samples[i] for i in hold_idx]
+    fixed = overhead_ms if includes_overhead else 0.0
+    families, oh = fit_samples(train, overhead_ms=fixed)
+    acc_h = accuracy_metrics([predict_sample(families, oh, s) for s in hold], [s.latency_ms for s in hold])
+    acc_t = accuracy_metrics([predict_sample(families, oh, s) for s in train], [s.latency_ms for s in train])
+    return _build(families, oh, target=target, runtime=runtime, precision=precision, version=version,
+                  provenance={"fitted_from": "per-kernel latencies", **dict(provenance or {})},
+                  n=len(samples), accuracy={"holdout": {**acc_h, "level": "kernel"}, "train": acc_t})
+
+
+def fit_from_whole_models(
+    graphs: list[Graph],
+    latencies_ms: list[float],
+    *,
+    target: str,
+    runtime: str,
+    precision: str,
+    provenance: Mapping[str, Any] | None,
+    holdout_fraction: float = 0.2,
+    seed: int = 0,
+    names: Sequence[str] | None = None,
+    kernel_samples: Sequence[Sample] | None = None,
+    overhead_ms: float | None = None,
+    rules: FusionRules | str | None = None,
+    version: str = "1",
+    cv_folds: int = 5,
+) -> CostModel:
+    """Fit from whole-model latencies: each latency = sum of its kernels' times + overhead.
+
+    ``graphs[i]`` was measured at ``latencies_ms[i]`` (median, batch 1) on ``target`` with
+    ``runtime``/``precision``. Models containing a family that is never fitted
+    (:data:`UNFITTED_FAMILIES`: control flow, custom ops, RNNs) are not used for fitting and are
+    reported in ``accuracy.uncovered``. A seeded ``holdout_fraction`` of the other models is held
+    out; the model is fitted on the rest (plus ``kernel_samples``, per-kernel or small-graph
+    measurements, if given: their rows are weighted so that both kinds of data weigh the same in
+    total) and its accuracy on the held-out models, predicted exactly as :func:`onnxsplit.cost.predict`
+    does (roofline for uncovered kernels), is stored in ``accuracy.holdout``. With ``cv_folds``
+    >= 2, ``accuracy.cross_validation`` also reports a k-fold estimate over all covered models
+    (each predicted by a model fitted without its fold; the stored coefficients are unaffected).
+    """
+    if len(graphs) != len(latencies_ms):
+        raise FitError(f"{len(graphs)} graphs but {len(latencies_ms)} latencies")
+    if not graphs and not kernel_samples:
+        raise FitError("no measurements to fit")
+    rules = rules if rules is not None else runtime
+    names = list(names) if names is not None else [g.model.graph.name or f"model{i}" for i, g in enumerate(graphs)]
+    models = [sample_from_graph(g, lat, name=n, rules=rules) for g, lat, n in zip(graphs, latencies_ms, names)]
+    covered = [i for i, s in enumerate(models) if not set(s.family_features) & UNFITTED_FAMILIES]
+    covered_set = set(covered)
+    uncovered = [i for i in range(len(models)) if i not in covered_set]
+    tr, ho = split_holdout(len(covered), holdout_fraction, seed)
+    train_idx, hold_idx = [covered[i] for i in tr], [covered[i] for i in ho]
+    train = [models[i] for i in train_idx]
+    extra = [s for s in (kernel_samples or []) if not set(s.family_features) & UNFITTED_FAMILIES]
+    weights = [1.0] * len(extra)
+    if train and extra:
+        weights += [math.sqrt(len(extra) / len(train))] * len(train)
+    else:
+        weights += [1.0] * len(train)
+    families, oh = fit_samples(extra + train, weights=weights, overhead_ms=overhead_ms)
+    fitted = _build(families, oh, target=target, runtime=runtime, precision=precision, version=version,
+                    provenance={}, n=max(1, len(train) + len(extra)), accuracy={"holdout": {"n": 0, "mape_pct": None,
+                                                                                       "median_ape_pct": None,
+                                                                                       "spearman": None}})
+
+    def graph_eval(idx: list[int]) -> dict[str, Any]:
+        pred = [_predict_graph(fitted, graphs[i], models[i], target, runtime, precision, rules) for i in idx]
+        meas = [models[i].latency_ms for i in idx]
+        out = accuracy_metrics(pred, meas)
+        out["samples"] = [{"name": models[i].name, "measured_ms": round(m, 5), "predicted_ms": round(p, 5)}
+                          for i, p, m in zip(idx, pred, meas)]
+        return out
+
+    acc_h = graph_eval(hold_idx)
+    acc_t = accuracy_metrics([predict_sample(families, oh, s) for s in train], [s.latency_ms for s in train])
+    accuracy: dict[str, Any] = {
+        "holdout": {**_strip(acc_h), "level": "whole model"},
+        "holdout_models": acc_h["samples"],
+        "train_models": acc_t,
+    }
+    if extra:
+        accuracy["train_kernels"] = accuracy_metrics([predict_sample(families, oh, s) for s in extra],
+                                                     [s.latency_ms for s in extra])
+    if cv_folds >= 2 and len(covered) >= cv_folds:
+        order = np.random.default_rng(seed + 1).permutation(len(covered))
+        folds = [sorted(covered[j] for j in order[f::cv_folds]) for f in range(cv_folds)]
+        pred_cv: dict[int, float] = {}
+        for fold in folds:
+            in_fold = set(fold)
+            rest = [models[i] for i in covered if i not in in_fold]
+            w = [1.0] * len(extra) + ([math.sqrt(len(extra) / len(rest))] * len(rest) if extra and rest else [1.0] * len(rest))
+            fam_f, oh_f = fit_samples(extra + rest, weights=w, overhead_ms=overhead_ms)
+            m_f = _tmp_model(fam_f, oh_f)
+            for i in fold:
+                pred_cv[i] = _predict_graph(m_f, graphs[i], models[i], target, runtime, precision, rules)
+        acc_cv = accuracy_metrics([pred_cv[i] for i in covered], [models[i].latency_ms for i in covered])
+        accuracy["cross_validation"] = {**acc_cv, "folds": cv_folds, "level": "whole model, k-fold"}
+    if uncovered:
+        acc_u = graph_eval(uncovered)
+        accuracy["uncovered"] = {**_strip(acc_u), "level": "whole models with unfitted ops (roofline for those)"}
+        accuracy["uncovered_models"] = acc_u["samples"]
+    prov = {"fitted_from": "whole-model latencies" + (" + per-kernel latencies" if extra else ""),
+            "n_models": len(models), "n_models_train": len(train), "n_kernel_samples": len(extra),
+            **dict(provenance or {})}
+    return _build(families, oh, target=target, runtime=runtime, precision=precision, version=version,
+                  provenance=prov, n=len(train) + len(extra), accuracy=accuracy)
+
+
+def _predict_graph(model: CostModel, graph: Graph, sample: Sample, target: str, runtime: str, precision: str,
+                   rules: FusionRules | str | None) -> float:
+    """Whole-graph prediction as :func:`onnxsplit.cost.predict` makes it (sample sum if the target is unknown)."""
+    from ..targets import TargetError, load_target
+    from .predict import predict
+
+    try:
+        t = load_target(target)
+    except TargetError:
+        return predict_sample(model.families, model.overhead_ms, sample)
+    if runtime not in t.runtimes:
+        return predict_sample(model.families, model.overhead_ms, sample)
+    return predict(graph, t, precision, runtime, cost_model=model).total_ms
+
+
+def _tmp_model(families: dict[str, dict[str, float]], overhead: float) -> CostModel:
+    return CostModel(target="-", runtime="ort-cpu", precision="fp32", version="0", features=FEATURES,
+                     families=families, overhead_ms=overhead)
+
+
+# ------------------------------------------------------------------------------------ profile CSVs
+def fit_profile(
+    rows_or_path: Sequence[Mapping[str, Any]] | str,
+    *,
+    target: str,
+    runtime: str | None = None,
+    precision: str = "fp32",
+    holdout_fraction: float = 0.2,
+    seed: int = 0,
+    stat: str = "median_ms",
+    provenance: Mapping[str, Any] | None = None,
+    version: str = "1",
+) -> CostModel:
+    """Fit a cost model from ``onnxsplit profile`` rows (or the CSV path) for one target/runtime/precision.
+
+    ``kernel`` and ``overhead`` rows are per-kernel samples; ``model`` rows are whole models, a
+    seeded ``holdout_fraction`` of which is held out for ``accuracy.holdout``; ``model`` rows with
+    ``split = validate`` are never fitted and reported as ``accuracy.validation``. Graphs are
+    rebuilt from each row's ``spec`` so features come from the current code; a row without a
+    usable spec but with ``family`` and feature columns is used as a per-kernel sample.
+    """
+    from pathlib import Path as _Path
+
+    from ..profile import graph_of_spec, read_profile_csv
+
+    src = None
+    if isinstance(rows_or_path, (str, _Path)):
+        src = _Path(rows_or_path)
+        rows = read_profile_csv(src)
+    else:
+        rows = list(rows_or_path)
+    if stat not in ("median_ms", "min_ms", "mean_ms", "p90_ms"):
+        raise FitError(f"unknown statistic '{stat}'; use median_ms, min_ms, mean_ms or p90_ms")
+    mine = [r for r in rows if r.get("target") == target and r.get("precision") == precision]
+    runtimes = sorted({r.get("runtime") for r in mine})
+    if runtime is None:
+        if len(runtimes) > 1:
+            raise FitError(f"the data has several runtimes for {target}/{precision} ({', '.join(runtimes)}); pick one with --runtime")
+        runtime = runtimes[0] if runtimes else None
+    mine = [r for r in mine if r.get("runtime") == runtime]
+    if not mine:
+        have = sorted({(r.get("target"), r.get("runtime"), r.get("precision")) for r in rows})
+        raise FitError(f"no rows for target '{target}', runtime '{runtime}', precision '{precision}'; the data has "
+                       + (", ".join("/".join(map(str, h)) for h in have) or "no rows"))
+    cache: dict[str, Graph] = {}
+    kernel_samples: list[Sample] = []
+    graphs: list[Graph] = []
+    lats: list[float] = []
+    names: list[str] = []
+    validate: list[tuple[Graph, Sample]] = []
+    skipped_validation: list[str] = []
+    for r in mine:
+        lat = r.get(stat)
+        if lat in ("", None):
+            raise FitError(f"row {r.get('_line', '?')} ({r.get('name')}): no '{stat}' value")
+        spec = r.get("spec") or ""
+        graph = None
+        if spec:
+            if spec not in cache:
+                try:
+                    cache[spec] = graph_of_spec(spec)
+                except Exception as exc:  # noqa: BLE001
+                    if r.get("split") == "validate":  # e.g. a model file measured on another machine
+                        skipped_validation.append(f"{r.get('name')}: {str(exc).splitlines()[0][:160]}")
+                        continue
+                    raise FitError(f"row {r.get('_line', '?')} ({r.get('name')}): cannot rebuild the graph: {exc}") from None
+            graph = cache[spec]
+        kind = r.get("kind")
+        if kind in ("kernel", "overhead"):
+            if graph is not None:
+                kernel_samples.append(sample_from_graph(graph, float(lat), name=str(r.get("name")), kind="kernel",
+                                                        rules=runtime))
+            else:
+                kernel_samples.append(sample_from_kernel_row({**r, "median_ms": lat}, index=int(r.get("_line", 0))))
+        elif kind == "model":
+            if graph is None:
+                raise FitError(f"row {r.get('_line', '?')} ({r.get('name')}): a model row needs a spec")
+            if r.get("split") == "validate":
+                validate.append((graph, sample_from_graph(graph, float(lat), name=str(r.get("name")), rules=runtime)))
+            else:
+                graphs.append(graph)
+                lats.append(float(lat))
+                names.append(str(r.get("name")))
+        else:
+            raise FitError(f"row {r.get('_line', '?')}: unknown kind {kind!r} (kernel, model or overhead)")
+    hosts = sorted({str(r.get("host", "")) for r in mine if r.get("host")})
+    loads = [float(r["loadavg_1m"]) for r in mine if r.get("loadavg_1m") not in ("", None)]
+    prov: dict[str, Any] = {
+        "source": f"onnxsplit profile measurements{f' ({src.name})' if src else ''}: {len(mine)} rows "
+                  f"({len(kernel_samples)} kernel/overhead, {len(graphs)} models, {len(validate)} validation)",
+        "license": "Apache-2.0 (measured by the onnxsplit project)",
+        "citation": "onnxsplit profile; see onnxsplit/profile.py for the protocol",
+        "statistic": stat,
+        "host": "; ".join(hosts),
+        "onnxruntime": "; ".join(sorted({str(r.get("onnxruntime")) for r in mine if r.get("onnxruntime")})),
+        "threads": "; ".join(sorted({str(r.get("threads")) for r in mine if r.get("threads")})),
+        "priority": "; ".join(sorted({str(r.get("priority")) for r in mine if r.get("priority")})),
+    }
+    if loads:
+        prov["loadavg_1m_max"] = max(loads)
+    prov.update(dict(provenance or {}))
+    if graphs:
+        model = fit_from_whole_models(graphs, lats, target=target, runtime=runtime, precision=precision,
+                                      provenance=prov, holdout_fraction=holdout_fraction, seed=seed, names=names,
+                                      kernel_samples=kernel_samples, version=version)
+    else:
+        train_idx, hold_idx = split_holdout(len(kernel_samples), holdout_fraction, seed)
+        train = [kernel_samples[i] for i in train_idx]
+        families, oh = fit_samples(train)
+        acc = evaluate(_tmp_model(families, oh), [kernel_samples[i] for i in hold_idx])
+        model = _build(families, oh, target=target, runtime=runtime, precision=precision, version=version,
+                       provenance={"fitted_from": "per-kernel latencies", **prov}, n=len(kernel_samples),
+                       accuracy={"holdout": {**_strip(acc), "level": "kernel"}})
+    if skipped_validation:
+        model.accuracy["validation_skipped"] = skipped_validation
+    if validate:
+        pred = [_predict_graph(model, g, smp, target, runtime, precision, runtime) for g, smp in validate]
+        meas = [smp.latency_ms for _, smp in validate]
+        acc_v = accuracy_metrics(pred, meas)
+        model.accuracy["validation"] = {**acc_v, "level": "whole model (external, never fitted)"}
+        model.accuracy["validation_models"] = [
+            {"name": smp.name, "measured_ms": round(m, 5), "predicted_ms": round(p_, 5)}
+            for (_, smp), p_, m in zip(validate, pred, meas)]
+    return model

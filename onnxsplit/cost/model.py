@@ -1,0 +1,266 @@
+"""The learned cost model artifact: a JSON file (schema ``onnxsplit.costmodel/1``), no pickle.
+
+Stored as ``cost_models/<target>/<runtime>-<precision>.json``. Fields::
+
+    {
+      "schema": "onnxsplit.costmodel/1",
+      "target": "host-x86", "runtime": "ort-cpu", "precision": "fp32",
+      "version": "1",                       # artifact revision (string)
+      "features": ["mflops", "in_mb", "out_mb", "param_mb", "one"],
+      "feature_units": {"mflops": "MFLOP", ...},
+      "coefficient_units": {"mflops": "ms/MFLOP", ...},
+      "families": {"conv": {"mflops": 0.004, "in_mb": 0.1, ..., "one": 0.003}, ...},
+      "overhead_ms": 0.012,                 # per inference (session.run), ms
+      "provenance": {"source": ..., "license": ..., "citation": ..., "n_samples": 412,
+                     "date": "YYYY-MM-DD", ...},
+      "accuracy": {"holdout": {"n": 9, "mape_pct": 8.1, "median_ape_pct": 5.0, "spearman": 0.98},
+                   ...}
+    }
+
+Prediction for a kernel of family ``f``: ``sum_i families[f][feature_i] * feature_i`` (ms); a
+family missing from ``families`` has no model (the caller falls back to the roofline and reports
+the node as uncalibrated). Coefficients are non-negative. Extra keys are allowed inside
+``provenance`` and ``accuracy`` (more metrics); everywhere else unknown keys are rejected.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import OnnxSplitError
+from ..targets import PRECISIONS, RUNTIMES
+from .features import COEFFICIENT_UNITS, FEATURE_UNITS, FEATURES
+from .kernels import FAMILIES, Kernel
+
+__all__ = ["SCHEMA", "CostModel", "CostModelError", "cost_model_path", "find_cost_model"]
+
+SCHEMA = "onnxsplit.costmodel/1"
+_TOP_KEYS = {"schema", "target", "runtime", "precision", "version", "features", "feature_units",
+             "coefficient_units", "families", "overhead_ms", "provenance", "accuracy"}
+_PROVENANCE_REQUIRED = ("source", "license", "citation", "n_samples", "date")
+_HOLDOUT_REQUIRED = ("n", "mape_pct", "median_ape_pct", "spearman")
+
+
+class CostModelError(OnnxSplitError):
+    """A cost-model file is missing, malformed, or does not match the request."""
+
+
+@dataclass
+class CostModel:
+    """A fitted latency model for one (target, runtime, precision)."""
+
+    target: str
+    runtime: str
+    precision: str
+    version: str
+    features: tuple[str, ...]
+    families: dict[str, dict[str, float]]
+    overhead_ms: float
+    provenance: dict[str, Any] = field(default_factory=dict)
+    accuracy: dict[str, Any] = field(default_factory=dict)
+    path: str = ""
+
+    # ------------------------------------------------------------------ prediction
+    def has_family(self, family: str) -> bool:
+        return family in self.families
+
+    def predict_features(self, family: str, features: Mapping[str, float]) -> float | None:
+        """Latency in ms of a kernel with these features, or None when the family has no model."""
+        coefs = self.families.get(family)
+        if coefs is None:
+            return None
+        return float(sum(coefs[f] * float(features[f]) for f in self.features))
+
+    def predict_kernel(self, kernel: Kernel) -> float | None:
+        """Latency of a kernel in ms (0 for constant-folded kernels; None: family not modelled)."""
+        if kernel.family == "constant":
+            return 0.0
+        return self.predict_features(kernel.family, kernel.features)
+
+    # ------------------------------------------------------------------ (de)serialization
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "target": self.target,
+            "runtime": self.runtime,
+            "precision": self.precision,
+            "version": self.version,
+            "features": list(self.features),
+            "feature_units": {f: FEATURE_UNITS[f] for f in self.features},
+            "coefficient_units": {f: COEFFICIENT_UNITS[f] for f in self.features},
+            "families": {fam: {f: float(c[f]) for f in self.features} for fam, c in sorted(self.families.items())},
+            "overhead_ms": float(self.overhead_ms),
+            "provenance": dict(self.provenance),
+            "accuracy": dict(self.accuracy),
+        }
+
+    @classmethod
+    def from_json(cls, doc: Any, source: str = "<cost model>") -> CostModel:
+        """Validate a parsed document; :class:`CostModelError` names the file and the key."""
+        def fail(key: str, msg: str) -> CostModelError:
+            return CostModelError(f"{source}: {key}: {msg}")
+
+        if not isinstance(doc, dict):
+            raise CostModelError(f"{source}: expected a JSON object, got {type(doc).__name__}")
+        unknown = set(doc) - _TOP_KEYS
+        if unknown:
+            raise fail(sorted(unknown)[0], f"unknown key (allowed: {', '.join(sorted(_TOP_KEYS))})")
+        missing = [k for k in sorted(_TOP_KEYS) if k not in doc]
+        if missing:
+            raise fail(missing[0], "missing key")
+        if doc["schema"] != SCHEMA:
+            raise fail("schema", f"expected '{SCHEMA}', got {doc['schema']!r}")
+        for key in ("target", "runtime", "precision", "version"):
+            if not isinstance(doc[key], str) or not doc[key]:
+                raise fail(key, f"expected a non-empty string, got {doc[key]!r}")
+        if doc["runtime"] not in RUNTIMES:
+            raise fail("runtime", f"unknown runtime {doc['runtime']!r}; use one of {', '.join(RUNTIMES)}")
+        if doc["precision"] not in PRECISIONS:
+            raise fail("precision", f"unknown precision {doc['precision']!r}; use one of {', '.join(PRECISIONS)}")
+        feats = doc["features"]
+        if not isinstance(feats, list) or not feats or not all(isinstance(f, str) for f in feats):
+            raise fail("features", "expected a non-empty list of feature names")
+        bad = [f for f in feats if f not in FEATURES]
+        if bad or len(set(feats)) != len(feats):
+            raise fail("features", f"unknown or repeated feature {bad or feats}; known: {list(FEATURES)}")
+        for key, table in (("feature_units", FEATURE_UNITS), ("coefficient_units", COEFFICIENT_UNITS)):
+            units = doc[key]
+            if not isinstance(units, dict) or set(units) != set(feats):
+                raise fail(key, f"must give a unit for exactly the features {feats}")
+            for f, u in units.items():
+                if u != table[f]:
+                    raise fail(f"{key}.{f}", f"unit {u!r} differs from {table[f]!r}: the features changed meaning")
+        fams = doc["families"]
+        if not isinstance(fams, dict) or not fams:
+            raise fail("families", "expected a non-empty object {family: {feature: coefficient}}")
+        families: dict[str, dict[str, float]] = {}
+        for fam, coefs in fams.items():
+            if fam not in FAMILIES or fam == "constant":
+                raise fail(f"families.{fam}", f"unknown op family; known: {', '.join(f for f in FAMILIES if f != 'constant')}")
+            if not isinstance(coefs, dict) or set(coefs) != set(feats):
+                raise fail(f"families.{fam}", f"must give a coefficient for exactly the features {feats}")
+            out = {}
+            for f, c in coefs.items():
+                if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c) or c < 0:
+                    raise fail(f"families.{fam}.{f}", f"coefficient must be a finite number >= 0, got {c!r}")
+                out[f] = float(c)
+            families[fam] = out
+        oh = doc["overhead_ms"]
+        if isinstance(oh, bool) or not isinstance(oh, (int, float)) or not math.isfinite(oh) or oh < 0:
+            raise fail("overhead_ms", f"must be a finite number >= 0 (ms), got {oh!r}")
+        prov = doc["provenance"]
+        if not isinstance(prov, dict):
+            raise fail("provenance", "expected an object")
+        for k in _PROVENANCE_REQUIRED:
+            if k not in prov:
+                raise fail(f"provenance.{k}", "missing key")
+        if isinstance(prov["n_samples"], bool) or not isinstance(prov["n_samples"], int) or prov["n_samples"] < 1:
+            raise fail("provenance.n_samples", f"expected a positive integer, got {prov['n_samples']!r}")
+        for k in ("source", "license", "citation", "date"):
+            if not isinstance(prov[k], str):
+                raise fail(f"provenance.{k}", f"expected a string, got {prov[k]!r}")
+        acc = doc["accuracy"]
+        if not isinstance(acc, dict) or "holdout" not in acc:
+            raise fail("accuracy", "expected an object with a 'holdout' entry")
+        for name, block in acc.items():
+            if not isinstance(block, dict):
+                continue
+            if name == "holdout" or set(_HOLDOUT_REQUIRED) <= set(block):
+                for k in _HOLDOUT_REQUIRED:
+                    if k not in block:
+                        raise fail(f"accuracy.{name}.{k}", "missing key")
+                    v = block[k]
+                    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                        raise fail(f"accuracy.{name}.{k}", f"expected a number or null, got {v!r}")
+        return cls(
+            target=doc["target"],
+            runtime=doc["runtime"],
+            precision=doc["precision"],
+            version=doc["version"],
+            features=tuple(feats),
+            families=families,
+            overhead_ms=float(oh),
+            provenance=dict(prov),
+            accuracy=dict(acc),
+            path=source,
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> CostModel:
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise CostModelError(f"{p}: cost model file not found") from None
+        except OSError as exc:
+            raise CostModelError(f"{p}: cannot read: {exc}") from None
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CostModelError(f"{p}: not valid JSON: {exc}") from None
+        return cls.from_json(doc, str(p))
+
+    def save(self, path: str | Path) -> Path:
+        """Write atomically (temporary file + rename); validates the document first."""
+        doc = self.to_json()
+        CostModel.from_json(json.loads(json.dumps(doc)), str(path))
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".costmodel-", suffix=".json", dir=p.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(doc, f, indent=2)
+                f.write("\n")
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, p)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return p
+
+
+def cost_model_path(target: str, runtime: str, precision: str, root: str | Path | None = None) -> Path:
+    """``<root>/<target>/<runtime>-<precision>.json`` (root: the bundled ``cost_models/``)."""
+    if root is None:
+        from ..data import data_dir
+
+        root = data_dir("cost_models")
+    return Path(root) / target / f"{runtime}-{precision}.json"
+
+
+def find_cost_model(target: str, runtime: str, precision: str, root: str | Path | None = None) -> CostModel | None:
+    """The registered model for (target, runtime, precision), or None when there is none."""
+    try:
+        path = cost_model_path(target, runtime, precision, root)
+    except FileNotFoundError:
+        return None
+    if not path.is_file():
+        return None
+    model = _load_cached(str(path), path.stat().st_mtime_ns)
+    for key, want in (("target", target), ("runtime", runtime), ("precision", precision)):
+        if getattr(model, key) != want:
+            raise CostModelError(f"{path}: {key}: says {getattr(model, key)!r} but the file is registered for {want!r}")
+    return model
+
+
+_CACHE: dict[tuple[str, int], CostModel] = {}
+
+
+def _load_cached(path: str, mtime_ns: int) -> CostModel:
+    key = (path, mtime_ns)
+    if key not in _CACHE:
+        _CACHE[key] = CostModel.load(path)
+    return _CACHE[key]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

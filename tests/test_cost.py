@@ -1,0 +1,400 @@
+"""Cost models: kernel grouping, roofline, NNLS fits, the JSON artifact, predict, profile + CLI."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import onnxsplit
+from onnxsplit import zoo
+from onnxsplit.cost import (
+    FEATURES,
+    CostModel,
+    CostModelError,
+    fit_from_kernels,
+    fit_from_whole_models,
+    group_kernels,
+    predict,
+    roofline_kernel_ms,
+)
+from onnxsplit.cost.fit import Sample, fit_samples, predict_sample, sample_from_graph
+from onnxsplit.cost.model import cost_model_path, find_cost_model
+from onnxsplit.errors import OnnxSplitError
+from onnxsplit.profile import CSV_COLUMNS, ProfileError, graph_of_spec, read_profile_csv, run_profile
+from onnxsplit.targets import TargetError, load_target
+
+
+@pytest.fixture(scope="module")
+def resnet() -> onnxsplit.Graph:
+    return onnxsplit.load_graph(zoo.resnet_like())
+
+
+@pytest.fixture(scope="module")
+def transformer() -> onnxsplit.Graph:
+    return onnxsplit.load_graph(zoo.transformer_encoder())
+
+
+def _by_head(kernels):  # noqa: ANN001, ANN202
+    return {k.head: k for k in kernels}
+
+
+# ------------------------------------------------------------------------------------ kernels
+def test_conv_bn_relu_is_one_kernel(resnet: onnxsplit.Graph) -> None:
+    ks = _by_head(group_kernels(resnet))
+    stem = ks["stem.conv"]
+    assert stem.members == ("stem.conv", "stem.bn", "stem.relu")
+    assert stem.family == "conv" and stem.followers == ("stem.bn", "stem.relu")
+    # the residual Add and the block's ReLU fuse into the second conv (onnxruntime's NCHWc Sum fusion)
+    unit2 = ks["stage1.block0.unit2.conv"]
+    assert unit2.members == ("stage1.block0.unit2.conv", "stage1.block0.unit2.bn", "stage1.block0.add",
+                             "stage1.block0.relu")
+    assert ks["stage2.block0.proj.conv"].family == "conv_pw"
+    members = [m for k in ks.values() for m in k.members]
+    assert sorted(members) == sorted(n.name for n in resnet.compute_nodes)  # a partition
+    # features: the fused kernel reads the skip tensor and writes only the block output
+    assert unit2.in_nbytes == 2 * resnet.tensors["stage1.block0.unit1.relu.out"].nbytes
+    assert unit2.out_nbytes == resnet.tensors["stage1.block0.relu.out"].nbytes
+    assert unit2.features["mflops"] == pytest.approx(sum(resnet.node(m).flops for m in unit2.members) / 1e6)
+    assert set(unit2.features) == set(FEATURES)
+
+
+def test_transformer_fusions(transformer: onnxsplit.Graph) -> None:
+    ks = group_kernels(transformer)
+    by_pattern = {k.fused_pattern for k in ks}
+    assert "gelu" in by_pattern
+    gelu = next(k for k in ks if k.fused_pattern == "gelu")
+    assert gelu.op_types == ("Div", "Erf", "Add", "Mul", "Mul") and gelu.family == "elementwise"
+    q = _by_head(ks)["layer0.attn.q.matmul"]
+    assert q.members == ("layer0.attn.q.matmul", "layer0.attn.q.add") and q.family == "gemm"
+    scores = _by_head(ks)["layer0.attn.scores"]
+    assert scores.family == "matmul" and scores.op_types == ("MatMul", "Div")
+
+
+def _model(nodes, inputs, outputs, inits=()) -> onnxsplit.Graph:  # noqa: ANN001
+    g = helper.make_graph(nodes, "t", inputs, outputs, initializer=list(inits))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    return onnxsplit.load_graph(m)
+
+
+def test_silu_transpose_matmul_and_constant_folding() -> None:
+    f = TensorProto.FLOAT
+    w = numpy_helper.from_array(np.ones((8, 8, 1, 1), np.float32), "w")
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+        helper.make_node("Sigmoid", ["c"], ["s"], name="sig"),
+        helper.make_node("Mul", ["c", "s"], ["y"], name="silu_mul"),
+        helper.make_node("Shape", ["y"], ["shp"], name="shape"),
+        helper.make_node("Transpose", ["y"], ["yt"], name="tr", perm=[0, 1, 3, 2]),
+        helper.make_node("MatMul", ["y", "yt"], ["z"], name="mm"),
+    ]
+    g = _model(nodes, [helper.make_tensor_value_info("x", f, [1, 8, 4, 4])],
+               [helper.make_tensor_value_info("z", f, [1, 8, 4, 4]), helper.make_tensor_value_info("shp", TensorProto.INT64, [4])],
+               [w])
+    ks = _by_head(group_kernels(g))
+    assert ks["conv"].members == ("conv",)  # x * sigmoid(x) is not fused into the conv ...
+    assert ks["silu_mul"].members == ("sig", "silu_mul") and ks["silu_mul"].fused_pattern == "silu"  # ... but is one kernel
+    assert ks["mm"].members == ("tr", "mm")  # last-two-axes Transpose folds into MatMul
+    assert ks["shape"].family == "constant"  # Shape of a static tensor is folded
+
+
+def test_op_family_classification() -> None:
+    g = onnxsplit.load_graph(zoo.mobilenetv2_like())
+    fams = {k.head: k.family for k in group_kernels(g)}
+    assert fams["block0.dw"] == "conv_dw" and fams["block0.expand"] == "conv_pw" and fams["stem.conv"] == "conv"
+    assert fams["head.fc"] == "gemm" and fams["head.pool"] == "pool" and fams["head.flatten"] == "reshape"
+
+
+# ------------------------------------------------------------------------------------ roofline
+def test_roofline_more_flops_more_time_and_uncalibrated(resnet: onnxsplit.Graph) -> None:
+    t = load_target("rpi4")
+    ks = sorted((k for k in group_kernels(resnet) if k.family.startswith("conv")), key=lambda k: k.flops)
+    times = [roofline_kernel_ms(k, t) for k in ks]
+    compute = [k.flops / (t.peak_gflops_fp32 * 1e9 * t.compute_efficiency) * 1e3 for k in ks]
+    assert all(tm >= c for tm, c in zip(times, compute))
+    small, big = ks[0], ks[-1]
+    assert big.flops > small.flops and roofline_kernel_ms(big, t) > roofline_kernel_ms(small, t)
+    assert roofline_kernel_ms(big, t, "int8") < roofline_kernel_ms(big, t, "fp32")
+    table = predict(resnet, "rpi4")
+    assert table.calibrated is False and table.model_version is None and table.source == "roofline"
+    assert table.total_ms == pytest.approx(sum(table.latency_ms.values()) + table.overhead_ms)
+    assert all(v > 0 for n, v in table.latency_ms.items() if n not in table.fused_into)
+    assert predict(resnet, "server-gpu").total_ms < predict(resnet, "arm-cpu").total_ms
+
+
+def test_unknown_target_and_bad_precision(resnet: onnxsplit.Graph) -> None:
+    with pytest.raises(TargetError, match="known targets: .*host-x86"):
+        predict(resnet, "no-such-board")
+    with pytest.raises(TargetError, match="unknown precision 'int4'"):
+        predict(resnet, "host-x86", "int4")
+    with pytest.raises(TargetError, match="has no runtime 'ort-trt'"):
+        predict(resnet, "host-x86", runtime="ort-trt")
+
+
+# ------------------------------------------------------------------------------------ fits
+TRUE = {
+    "conv": {"mflops": 0.01, "in_mb": 0.05, "out_mb": 0.08, "param_mb": 0.2, "one": 0.004},
+    "gemm": {"mflops": 0.012, "in_mb": 0.02, "out_mb": 0.1, "param_mb": 0.5, "one": 0.002},
+    "elementwise": {"mflops": 0.3, "in_mb": 0.1, "out_mb": 0.15, "param_mb": 0.0, "one": 0.001},
+}
+
+
+def _true_ms(family: str, feats: dict[str, float]) -> float:
+    return sum(TRUE[family][f] * feats[f] for f in FEATURES)
+
+
+def test_fit_from_kernels_recovers_known_coefficients() -> None:
+    rng = np.random.default_rng(1)
+    overhead = 0.005
+    rows = []
+    for fam in TRUE:
+        for i in range(40):
+            feats = {"mflops": rng.uniform(0.1, 300), "in_mb": rng.uniform(0.01, 5), "out_mb": rng.uniform(0.01, 5),
+                     "param_mb": rng.uniform(0.01, 3) if fam != "elementwise" else 0.0}
+            feats["one"] = 1.0
+            rows.append({"family": fam, "name": f"{fam}{i}", **feats, "median_ms": _true_ms(fam, feats) + overhead})
+    model = fit_from_kernels(rows, target="host-x86", provenance={"source": "synthetic"}, overhead_ms=overhead)
+    for fam, coefs in TRUE.items():
+        for f, c in coefs.items():
+            assert model.families[fam][f] == pytest.approx(c, rel=0.02, abs=1e-4), (fam, f)
+    assert model.accuracy["holdout"]["n"] == 24 and model.accuracy["holdout"]["mape_pct"] < 1.0
+    assert model.provenance["n_samples"] == 120 and model.provenance["source"] == "synthetic"
+
+
+def test_fit_with_noise_stays_non_negative() -> None:
+    rng = np.random.default_rng(2)
+    samples = []
+    for i in range(60):
+        feats = {"mflops": rng.uniform(1, 100), "in_mb": rng.uniform(0.1, 2), "out_mb": rng.uniform(0.1, 2),
+                 "param_mb": rng.uniform(0.0, 1), "one": 1.0}
+        y = _true_ms("conv", feats) * rng.lognormal(0, 0.1)
+        samples.append(Sample(f"s{i}", y, {"conv": feats}, 0.0, "kernel"))
+    fam, oh = fit_samples(samples)
+    assert all(v >= 0 for v in fam["conv"].values()) and oh >= 0
+    assert fam["conv"]["mflops"] == pytest.approx(0.01, rel=0.2)
+
+
+def _chain_graph(rng: np.random.Generator, i: int) -> onnxsplit.Graph:
+    """A random conv/relu/linear chain: varied shapes, so per-family feature sums vary independently."""
+    from onnxsplit.profile import _B
+
+    b = _B(f"chain{i}", seed=i)
+    c, hw = int(rng.choice([4, 8, 16, 32])), int(rng.choice([8, 16, 32]))
+    x = b.input((1, c, hw, hw))
+    for _ in range(int(rng.integers(1, 5))):
+        cout, k = int(rng.choice([4, 8, 16, 32, 64])), int(rng.choice([1, 3]))
+        x = b.conv(x, c, cout, k, bias=bool(rng.integers(2)))
+        if rng.random() < 0.5:
+            x = b.node("Relu", [x])
+        x = b.node("Tanh", [x])  # never fused into the conv: an elementwise kernel
+        if rng.random() < 0.3 and hw >= 4:
+            x = b.node("MaxPool", [x], kernel_shape=[2, 2], strides=[2, 2])
+            hw //= 2
+        c = cout
+    x = b.node("Flatten", [b.node("GlobalAveragePool", [x])], axis=1)
+    for _ in range(int(rng.integers(0, 3))):
+        cout = int(rng.choice([16, 64, 256]))
+        x, c = b.linear(x, c, cout), cout
+    b.outputs.append(b.linear(x, c, int(rng.choice([10, 100, 1000]))))
+    return onnxsplit.load_graph(b.model())
+
+
+def test_fit_from_whole_models_recovers_synthetic_sums() -> None:
+    rng = np.random.default_rng(0)
+    graphs = [_chain_graph(rng, i) for i in range(40)]
+    true = {**TRUE, "pool": {"mflops": 0.05, "in_mb": 0.1, "out_mb": 0.1, "param_mb": 0.0, "one": 0.003},
+            "reshape": {"mflops": 0.0, "in_mb": 0.0, "out_mb": 0.0, "param_mb": 0.0, "one": 0.0005},
+            "conv_pw": {"mflops": 0.006, "in_mb": 0.03, "out_mb": 0.05, "param_mb": 0.1, "one": 0.003}}
+    overhead = 0.01
+
+    def latency(g: onnxsplit.Graph) -> float:
+        s = sample_from_graph(g, 1.0)
+        return overhead + sum(true[fam][f] * v for fam, feats in s.family_features.items() for f, v in feats.items())
+
+    lats = [latency(g) for g in graphs]
+    model = fit_from_whole_models(graphs, lats, target="host-x86", runtime="ort-cpu", precision="fp32",
+                                  provenance={"source": "synthetic sums"}, holdout_fraction=0.25, seed=0)
+    hold = model.accuracy["holdout"]
+    assert hold["n"] == 10 and hold["mape_pct"] < 1.0 and hold["spearman"] > 0.99
+    # every graph has exactly one Flatten: only overhead + reshape.one is identifiable
+    assert model.overhead_ms + model.families["reshape"]["one"] == pytest.approx(overhead + 0.0005, rel=0.1)
+    assert model.families["conv"]["mflops"] == pytest.approx(true["conv"]["mflops"], rel=0.05)
+    # (a batch-1 linear layer's params are proportional to its FLOPs: only their combination is identifiable)
+    gemm = model.families["gemm"]
+    assert gemm["mflops"] * 2 + gemm["param_mb"] * 4 == pytest.approx(true["gemm"]["mflops"] * 2 + true["gemm"]["param_mb"] * 4,
+                                                                    rel=0.05)
+    # the whole-model prediction through predict() equals the synthetic sum
+    for g, lat in zip(graphs[:5], lats[:5]):
+        assert predict(g, "host-x86", cost_model=model).total_ms == pytest.approx(lat, rel=0.01)
+
+
+# ------------------------------------------------------------------------------------ artifact
+def _tiny_model() -> CostModel:
+    return CostModel(
+        target="host-x86", runtime="ort-cpu", precision="fp32", version="7", features=FEATURES,
+        families={"conv": dict.fromkeys(FEATURES, 0.01), "elementwise": dict.fromkeys(FEATURES, 0.002)},
+        overhead_ms=0.01,
+        provenance={"source": "test", "license": "CC0-1.0", "citation": "none", "n_samples": 3, "date": "2024-01-01"},
+        accuracy={"holdout": {"n": 1, "mape_pct": 5.0, "median_ape_pct": 5.0, "spearman": None}},
+    )
+
+
+def test_artifact_round_trips(tmp_path: Path) -> None:
+    m = _tiny_model()
+    path = m.save(tmp_path / "host-x86" / "ort-cpu-fp32.json")
+    doc = json.loads(path.read_text())
+    assert doc["schema"] == "onnxsplit.costmodel/1" and doc["coefficient_units"]["mflops"] == "ms/MFLOP"
+    back = CostModel.load(path)
+    assert back.to_json() == m.to_json()
+    assert find_cost_model("host-x86", "ort-cpu", "fp32", tmp_path).version == "7"
+    assert find_cost_model("host-x86", "ort-cpu", "int8", tmp_path) is None
+
+
+@pytest.mark.parametrize(
+    ("edit", "pattern"),
+    [
+        (lambda d: d["families"]["conv"].update(mflops=-1.0), r"families.conv.mflops: coefficient must be a finite number >= 0"),
+        (lambda d: d["families"].update(warp_drive=d["families"]["conv"]), r"families.warp_drive: unknown op family"),
+        (lambda d: d.pop("provenance"), r"provenance: missing key"),
+        (lambda d: d["provenance"].pop("license"), r"provenance.license: missing key"),
+        (lambda d: d["accuracy"]["holdout"].pop("mape_pct"), r"accuracy.holdout.mape_pct: missing key"),
+        (lambda d: d.update(schema="onnxsplit.costmodel/0"), r"schema: expected 'onnxsplit.costmodel/1'"),
+        (lambda d: d["coefficient_units"].update(mflops="ms/GFLOP"), r"coefficient_units.mflops: unit 'ms/GFLOP'"),
+        (lambda d: d.update(extra=1), r"extra: unknown key"),
+        (lambda d: d["families"]["conv"].pop("one"), r"families.conv: must give a coefficient for exactly"),
+        (lambda d: d.update(precision="int4"), r"precision: unknown precision 'int4'"),
+    ],
+)
+def test_artifact_validation_rejects_malformed(tmp_path: Path, edit, pattern: str) -> None:  # noqa: ANN001
+    doc = _tiny_model().to_json()
+    edit(doc)
+    p = tmp_path / "bad.json"
+    p.write_text(json.dumps(doc))
+    with pytest.raises(CostModelError, match=pattern) as exc:
+        CostModel.load(p)
+    assert str(p) in str(exc.value) and isinstance(exc.value, OnnxSplitError)
+
+
+def test_artifact_not_json(tmp_path: Path) -> None:
+    p = tmp_path / "x.json"
+    p.write_text("{not json")
+    with pytest.raises(CostModelError, match="not valid JSON"):
+        CostModel.load(p)
+
+
+# ------------------------------------------------------------------------------------ predict
+def test_registered_host_models_validate() -> None:
+    path = cost_model_path("host-x86", "ort-cpu", "fp32")
+    assert path.is_file(), "the fitted host-x86 model is committed"
+    m = CostModel.load(path)
+    assert m.target == "host-x86" and m.accuracy["holdout"]["n"] >= 5
+    for p in path.parent.glob("*.json"):
+        CostModel.load(p)
+
+
+def test_predict_host_uses_fitted_model(resnet: onnxsplit.Graph) -> None:
+    table = predict(resnet, "host-x86")
+    assert table.calibrated is True and table.runtime == "ort-cpu" and table.model_version
+    assert table.uncalibrated_nodes == []
+    assert table.fused_into["stem.bn"] == "stem.conv" and table.latency_ms["stem.bn"] == 0.0
+    assert table.latency_ms["stem.conv"] > 0
+    assert list(table.latency_ms) == [n.name for n in resnet.compute_nodes]
+    assert table.as_array(resnet).sum() + table.overhead_ms == pytest.approx(table.total_ms)
+    assert json.loads(json.dumps(table.to_json()))["calibrated"] is True
+
+
+def test_op_without_model_is_never_free() -> None:
+    g = onnxsplit.load_graph(zoo.if_model())
+    table = predict(g, "host-x86")
+    assert table.calibrated is True
+    assert "branch" in table.uncalibrated_nodes  # the If node: no model for control flow
+    assert table.latency_ms["branch"] > 0
+    k = next(k for k in table.kernels if k.head == "branch")
+    assert table.latency_ms["branch"] == pytest.approx(roofline_kernel_ms(k, load_target("host-x86")))
+    # a model without the elementwise family: those nodes fall back to the roofline too
+    m = copy.deepcopy(CostModel.load(cost_model_path("host-x86", "ort-cpu", "fp32")))
+    m.families.pop("elementwise")
+    t2 = predict(onnxsplit.load_graph(zoo.many_consumers()), "host-x86", cost_model=m)
+    assert "side.tanh" in t2.uncalibrated_nodes and t2.latency_ms["side.tanh"] > 0
+
+
+# ------------------------------------------------------------------------------------ profile + CLI
+def _cli(argv: list[str]) -> int:
+    """Run the subcommands through a parser of their own (independent of the main CLI's wiring)."""
+    from onnxsplit.cost.cli import register
+
+    parser = argparse.ArgumentParser(prog="onnxsplit")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_profile_smoke_writes_documented_csv(tmp_path: Path) -> None:
+    out = tmp_path / "p.csv"
+    res = run_profile("host-x86", out, n_kernels=2, kernel_families=["elementwise", "pool"], include_models=False,
+                      warmup=1, reps=3, rounds=1, max_seconds=0.05, precisions=("fp32",))
+    assert res.path == out and not res.skipped
+    with open(out, newline="") as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames or ()) == CSV_COLUMNS
+        rows = list(reader)
+    assert [r["kind"] for r in rows] == ["overhead", "kernel", "kernel"]
+    import onnxsplit.profile as prof
+
+    for col in CSV_COLUMNS:
+        assert f"``{col}``" in (prof.__doc__ or ""), f"column {col} is documented"
+    for r in rows:
+        assert float(r["median_ms"]) > 0 and int(r["reps"]) >= 3 and r["target"] == "host-x86"
+        g = graph_of_spec(r["spec"])  # the spec rebuilds the measured graph
+        assert len(g.compute_nodes) >= 1
+    parsed = read_profile_csv(out)
+    assert isinstance(parsed[1]["median_ms"], float)
+
+
+def test_profile_refuses_other_isa_and_rpc(tmp_path: Path) -> None:
+    import platform
+
+    if platform.machine() in ("x86_64", "AMD64"):
+        with pytest.raises(ProfileError, match="run `onnxsplit profile --target rpi4 -o rpi4.csv` on the device"):
+            run_profile("rpi4", tmp_path / "x.csv", n_kernels=1)
+    with pytest.raises(ProfileError, match="TVM RPC is not implemented yet"):
+        _cli(["profile", "--target", "host-x86", "-o", str(tmp_path / "x.csv"), "--rpc", "localhost:9190"])
+
+
+def test_profile_and_fit_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    csv_path = tmp_path / "data.csv"
+    assert _cli(["profile", "--target", "host-x86", "-o", str(csv_path), "--kernels", "4", "--families",
+                 "elementwise,reshape", "--no-models", "--reps", "3", "--rounds", "1", "--warmup", "1",
+                 "--max-seconds", "0.05", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "family" in out and "wrote 5 rows" in out
+    model_path = tmp_path / "m.json"
+    assert _cli(["cost-model", "fit", str(csv_path), "--target", "host-x86", "-o", str(model_path), "--holdout", "0.2"]) == 0
+    out = capsys.readouterr().out
+    assert "per-inference overhead" in out and str(model_path) in out
+    m = CostModel.load(model_path)
+    assert m.provenance["n_samples"] >= 4 and "elementwise" in m.families
+    with pytest.raises(OnnxSplitError, match="exists; pass --force"):
+        _cli(["cost-model", "fit", str(csv_path), "--target", "host-x86", "-o", str(model_path)])
+    with pytest.raises(OnnxSplitError, match="no rows for target 'rpi4'"):
+        _cli(["cost-model", "fit", str(csv_path), "--target", "rpi4", "-o", str(tmp_path / "r.json")])
+
+
+@pytest.mark.slow
+def test_host_model_predicts_fresh_measurements() -> None:
+    """Re-measure two zoo models here and compare with the committed host-x86 model (loose bound)."""
+    from onnxsplit.profile import measure_model
+
+    for name in ("resnet", "tiny_cnn"):
+        model = zoo.ZOO[name]()
+        table = predict(onnxsplit.load_graph(model), "host-x86")
+        t = measure_model(model, reps=50, max_seconds=2.0)
+        assert 0.33 < table.total_ms / t.min_ms < 3.0, (name, table.total_ms, t.min_ms)
