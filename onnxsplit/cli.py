@@ -108,6 +108,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         "input_nbytes": graph.input_nbytes,
         "candidates": [c.to_json() for c in cands],
     }
+    costs = None
+    if args.target:
+        from .cost.predict import predict
+
+        costs = predict(graph, args.target, args.precision, args.runtime)
+        info["predicted_latency_ms"] = costs.total_ms
+        info["prediction"] = {k: v for k, v in costs.to_json().items() if k != "latency_ms"}
     if args.json:
         info["nodes_detail"] = [
             {
@@ -119,6 +126,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                 "param_nbytes": n.param_nbytes,
                 "output_nbytes": n.output_nbytes,
                 "outputs": list(n.outputs),
+                **({"predicted_latency_ms": costs.latency_ms[n.name]} if costs else {}),
             }
             for n in graph.compute_nodes
         ]
@@ -134,6 +142,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         for t in info[key]:
             print(f"{label} {t['name']}  {t['dtype']}{_shape(t['shape'])}  {fmt_bytes(t['nbytes'] or 0)}")
     print("ops     " + ", ".join(f"{k} {v}" for k, v in info["op_histogram"].items()))
+    if costs is not None:
+        print(
+            f"latency {costs.total_ms:.3f} ms predicted on {costs.target} ({costs.runtime}, {costs.precision}; "
+            f"calibrated: {str(costs.calibrated).lower()}, {costs.source})"
+            + (f"; {len(costs.uncalibrated_nodes)} nodes by roofline" if costs.uncalibrated_nodes and costs.calibrated else "")
+        )
     shown = [c for c in cands if args.all or c.compressive_bottleneck or c.index in (0, len(cands) - 1)]
     print()
     what = "all candidates" if args.all else "compressive bottlenecks (use --all for every candidate)"
@@ -176,10 +190,16 @@ def cmd_split(args: argparse.Namespace) -> int:
     elif args.edge_nodes:
         edge = set(_split_list(args.edge_nodes))
         plan_desc = {"edge_nodes": sorted(edge)}
+    elif args.plan:
+        edge = set(_read_plan(args.plan))
+        plan_desc = {"plan": str(args.plan)}
     else:
         edge = edge_nodes_prefix(graph, args.at)
         plan_desc = {"at": args.at}
     parts = split_model(graph, edge)
+    quant = _quant_setup(args, graph)
+    if quant is None and args.plan and _plan_quantization(args.plan).get("edge_precision") == "int8":
+        warnings.warn(f"{args.plan} was chosen for an int8 edge half; pass --quantize int8 --calib DIR to apply it")
 
     diffs = []
     if not args.no_verify:
@@ -191,9 +211,17 @@ def cmd_split(args: argparse.Namespace) -> int:
                 f"(max abs {bad[0].max_abs:.3g}); please report this model"
             )
 
+    written, qblock = parts, None
+    if quant is not None:
+        from .quant.budget import quantize_for_split
+
+        written, qblock = quantize_for_split(
+            graph, parts, quant["data"], quantize=quant["quantize"], boundary_dtype=quant["boundary_dtype"],
+            budget=quant["budget"], nodes_to_exclude=_read_plan_exclusions(args.plan) if args.plan else (),
+        )
     with atomic_output_dir(args.output, force=args.force) as tmp:
         files = {}
-        for side, m in (("edge", parts.edge), ("cloud", parts.cloud)):
+        for side, m in (("edge", written.edge), ("cloud", written.cloud)):
             if m is not None:
                 files[side] = save_model(m, tmp / side / "model.onnx")[0]
         source = Path(args.model)
@@ -201,11 +229,12 @@ def cmd_split(args: argparse.Namespace) -> int:
             tmp,
             {
                 "kind": "split",
-                "source": {"path": source.name, "sha256": sha256_file(source)},
+                "source": {"path": source.name, "sha256": sha256_file(source), "absolute_path": str(source.resolve())},
                 "input_shapes": {n: list(graph.tensors[n].shape or ()) for n in graph.inputs},
                 "request": plan_desc,
-                "plan": parts.describe(),
+                "plan": written.describe(),
                 "models": {side: f"{side}/model.onnx" for side in files},
+                **({"quantization": qblock} if qblock is not None else {}),
                 "verification": {
                     "ort_optimizations": "disabled",
                     "inputs": "random (seed 0)",
@@ -217,10 +246,11 @@ def cmd_split(args: argparse.Namespace) -> int:
         )
     out = Path(args.output)
     if args.json:
-        print(json.dumps({"output": str(out), **parts.describe(), "verification": [d.to_json() for d in diffs]}, indent=2))
+        print(json.dumps({"output": str(out), **written.describe(), "verification": [d.to_json() for d in diffs],
+                          **({"quantization": qblock} if qblock is not None else {})}, indent=2))
         return 0
     rows = []
-    for side, m, nodes in (("edge", parts.edge, parts.edge_nodes), ("cloud", parts.cloud, parts.cloud_nodes)):
+    for side, m, nodes in (("edge", written.edge, parts.edge_nodes), ("cloud", written.cloud, parts.cloud_nodes)):
         path = out / side / "model.onnx"
         rows.append(
             (
@@ -233,7 +263,9 @@ def cmd_split(args: argparse.Namespace) -> int:
         )
     print(table(["side", "nodes", "inputs", "outputs", "file"], rows))
     print()
-    if parts.boundary:
+    if qblock is not None and parts.boundary:
+        _print_quant_split(written, qblock)
+    elif parts.boundary:
         print(
             table(
                 ["boundary tensor", "from", "dtype", "shape", "bytes"],
@@ -248,8 +280,306 @@ def cmd_split(args: argparse.Namespace) -> int:
         if not diffs
         else f"{len(diffs)} outputs bit-identical to the original (onnxruntime, optimizations off, random input)"
     )
+    if qblock is not None:
+        print(f"wrote {out}/  boundary {fmt_bytes(written.boundary_nbytes)} fp32 -> {fmt_bytes(written.wire_nbytes)} on the wire "
+              f"({qblock['boundary_dtype']})  fp32 split verification: {verdict}")
+        return 0
     print(f"wrote {out}/  boundary {fmt_bytes(parts.boundary_nbytes)}  verification: {verdict}")
     return 0
+
+
+def _read_plan(path: str) -> list[str]:
+    try:
+        doc = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UsageError(f"plan file not found: {path}") from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path} is not a JSON plan ({exc}); write one with `onnxsplit plan ... --save PLAN.json`") from None
+    plan = doc.get("plan", doc) if isinstance(doc, dict) else None
+    names = plan.get("edge_node_names") if isinstance(plan, dict) else None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise UsageError(f"{path} has no plan.edge_node_names list; write it with `onnxsplit plan ... --save PLAN.json`")
+    return names
+
+
+# ------------------------------------------------------------------------ plan
+def add_link_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("targets and link")
+    g.add_argument("--target", required=True, help="edge target (e.g. jetson, arm-cpu, rpi4, host-x86)")
+    g.add_argument("--cloud", default="server-gpu", help="cloud target (default: server-gpu)")
+    g.add_argument("--bandwidth", required=True, help="uplink bandwidth, e.g. 20mbps, 500kbps, 1gbps")
+    g.add_argument("--downlink", help="downlink bandwidth (default: same as --bandwidth)")
+    g.add_argument("--rtt", default="0ms", help="round-trip time, e.g. 10ms (default 0ms)")
+    g.add_argument("--per-request", default="0ms", help="fixed per-request cost (serialization...), e.g. 1ms")
+    g.add_argument("--edge-precision", default="fp32", choices=["fp32", "fp16", "int8"])
+    g.add_argument("--cloud-precision", default="fp32", choices=["fp32", "fp16", "int8"])
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from .planning import plan_model, sweep_model
+    from .search import Constraints
+    from .units import format_nbytes, parse_bandwidth_mbps, parse_nbytes, parse_time_ms
+
+    graph = load_graph(args)
+    pins = {}
+    for side, names in (("edge", args.pin_edge), ("cloud", args.pin_cloud)):
+        for name in _split_list(names):
+            graph.node(name)  # unknown names: clear error
+            pins[[n.name for n in graph.compute_nodes].index(name)] = side
+    constraints = Constraints(
+        max_edge_mem_bytes=parse_nbytes(args.max_edge_memory) if args.max_edge_memory else None,
+        raw_input_stays_on_edge=args.raw_input_stays_on_edge,
+        min_edge_nodes=args.min_edge_nodes,
+        pinned=pins,
+    )
+    result = plan_model(
+        graph,
+        edge_target=args.target,
+        cloud_target=args.cloud,
+        uplink_mbps=parse_bandwidth_mbps(args.bandwidth),
+        downlink_mbps=parse_bandwidth_mbps(args.downlink) if args.downlink else None,
+        rtt_ms=parse_time_ms(args.rtt),
+        per_request_ms=parse_time_ms(args.per_request),
+        objective=args.objective,
+        algorithm=args.algorithm,
+        constraints=constraints,
+        edge_precision=args.edge_precision,
+        cloud_precision=args.cloud_precision,
+        alternatives=args.alternatives,
+    )
+    doc = {"model": str(args.model), **result.to_json()}
+    quant = _quant_setup(args, graph, plan=True)
+    selection = None
+    if quant is not None:
+        from .quant.budget import select_quantized_plan
+
+        calib, held = quant["data"].split(0.25)
+        selection = select_quantized_plan(
+            graph, result, calib, held, quant["budget"], algorithm=args.algorithm, constraints=constraints,
+            candidates=max(args.alternatives, 1) + 2, boundary_dtype=quant["boundary_dtype"],
+        )
+        doc["plan_fp32"] = doc["plan"]
+        doc["plan"] = selection.plan.to_dict()
+        doc["quantization"] = selection.to_json()
+        if quant["data"].warning:
+            doc["quantization"]["warning"] = quant["data"].warning
+    policy = None
+    if args.sweep:
+        policy = sweep_model(result, batch_sizes=tuple(int(b) for b in _split_list([args.batch_sizes])), constraints=constraints)
+        doc["policy"] = policy.to_dict()
+    if args.save:
+        Path(args.save).write_text(json.dumps(doc, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    p = result.plan
+    e, c = result.edge_costs, result.cloud_costs
+    print(
+        f"edge  {e.target} ({e.runtime}, {e.precision}, calibrated: {str(e.calibrated).lower()})   "
+        f"cloud {c.target} ({c.runtime}, {c.precision}, calibrated: {str(c.calibrated).lower()})"
+    )
+    print(f"link  up {result.link.uplink_mbps:g} Mbps, rtt {result.link.rtt_ms:g} ms, per request {result.link.per_request_ms:.3f} ms")
+    plans = [("chosen", p)] + [(f"alt {i + 1}", a) for i, a in enumerate(result.alternatives)]
+    rows = [
+        (
+            label,
+            f"{len(q.edge_nodes)}/{len(result.problem.node_names)}",
+            q.edge_node_names[-1] if q.edge_node_names else "(all cloud)",
+            format_nbytes(q.uplink_bytes),
+            f"{q.edge_ms:.3f}",
+            f"{q.transfer_ms + q.fixed_ms:.3f}",
+            f"{q.cloud_ms:.3f}",
+            f"{q.total_ms:.3f}",
+            f"{q.objective_value:.4g}",
+            format_nbytes(q.edge_mem_bytes),
+        )
+        for label, q in plans
+    ]
+    print()
+    print(table(["plan", "edge nodes", "last edge node", "uplink", "edge ms", "network ms", "cloud ms", "total ms", args.objective, "edge mem"], rows))
+    if p.boundary_tensors:
+        print("\nboundary: " + ", ".join(f"{b.name} ({format_nbytes(b.nbytes)})" for b in p.boundary_tensors))
+    if p.binding_constraints:
+        print("binding constraints: " + ", ".join(p.binding_constraints))
+    if policy is not None:
+        print("\npolicy (bandwidth range -> plan):")
+        print(
+            table(
+                ["batch", "from Mbps", "to Mbps", "edge nodes", "uplink", "total ms"],
+                [
+                    (r.batch_size, f"{r.from_mbps:.3g}", f"{r.to_mbps:.3g}", len(r.plan.edge_nodes), format_nbytes(r.plan.uplink_bytes), f"{r.plan.total_ms:.3f}")
+                    for r in policy.rows
+                ],
+            )
+        )
+    if selection is not None:
+        _print_quant_selection(selection)
+    opt = "optimal" if p.optimal else (f"gap ≤ {p.gap:.3g}" if p.gap is not None else "no optimality claim")
+    print(f"\n{args.algorithm}: {args.objective} {p.objective_value:.4g} ({opt})" + (f"; saved {args.save}" if args.save else ""))
+    print("split with: onnxsplit split MODEL --plan PLAN.json -o OUT   (save the plan with --save PLAN.json)")
+    return 0
+
+
+# ------------------------------------------------------------------------ quantization (int8 edge)
+def add_quant_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("quantization (int8 edge half, onnxruntime static QDQ)")
+    g.add_argument("--quantize", choices=["none", "int8"], default="none", help="int8: quantize the edge half (the cloud stays fp32)")
+    g.add_argument(
+        "--calib", metavar="DIR",
+        help="calibration samples: .npz (one array per input name, optional 'labels') / .npy files, or images + "
+        "preprocess.json; the last 25%% are held out for the accuracy check. Without it: synthetic inputs (warned)",
+    )
+    g.add_argument("--calib-samples", type=int, metavar="N", help="use at most N samples from --calib (default: all)")
+    g.add_argument(
+        "--boundary-dtype", choices=["int8", "fp16", "fp32"],
+        help="dtype of the tensors sent edge->cloud (default: int8 with --quantize int8, else fp32)",
+    )
+    g.add_argument(
+        "--max-accuracy-drop", metavar="BUDGET",
+        help="accuracy budget vs fp32 on held-out samples: 1%% (default: top-1 agreement drop for [B,C] class "
+        "outputs, cosine >= 0.99 for others), or top1:0.5%%, cosine:0.995, sqnr:25 (dB), comma-separated",
+    )
+
+
+def _quant_setup(args: argparse.Namespace, graph, *, plan: bool = False) -> dict | None:  # noqa: ANN001
+    """Validated quantization options and calibration data, or None when nothing is quantized."""
+    from .quant.calib import load_calibration
+    from .quant.metrics import Budget
+
+    quantize = args.quantize == "int8"
+    boundary = args.boundary_dtype or ("int8" if quantize else "fp32")
+    if not quantize and (boundary == "fp32" or plan):
+        extra = [f for f, v in (("--calib", args.calib), ("--calib-samples", args.calib_samples),
+                                ("--max-accuracy-drop", args.max_accuracy_drop), ("--boundary-dtype", args.boundary_dtype)) if v]
+        if extra:
+            raise UsageError(f"{extra[0]} needs --quantize int8" + ("" if plan else " (or --boundary-dtype int8/fp16)"))
+        return None
+    budget = Budget.parse(args.max_accuracy_drop)
+    data = load_calibration(args.calib, graph, samples=args.calib_samples)
+    return {"quantize": quantize, "boundary_dtype": boundary, "budget": budget, "data": data}
+
+
+def _plan_quantization(path: str) -> dict:
+    """The ``quantization`` block of a PLAN.json written by `plan --quantize int8` ({} if none)."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    q = doc.get("quantization") if isinstance(doc, dict) else None
+    return q if isinstance(q, dict) else {}
+
+
+def _read_plan_exclusions(path: str) -> list[str]:
+    """Edge nodes a quantized plan keeps fp32 (``quantization.nodes_to_exclude`` of PLAN.json)."""
+    names = _plan_quantization(path).get("nodes_to_exclude")
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+
+
+def _fmt_metric(m: dict) -> str:
+    if m.get("top1_agreement") is not None:
+        return f"top-1 {m['top1_agreement']:.2%}"
+    return f"cos {m['cosine']:.4f}"
+
+
+def _print_quant_split(qs, block: dict) -> None:  # noqa: ANN001
+    print(
+        table(
+            ["boundary tensor", "from", "shape", "fp32 bytes", "wire", "wire bytes", "scale", "zero point"],
+            [
+                (b.name, b.source, _shape(b.shape), fmt_bytes(b.nbytes), b.wire_dtype, fmt_bytes(b.wire_nbytes),
+                 f"{b.scale:.6g}" if b.scale is not None else "-", b.zero_point if b.zero_point is not None else "-")
+                for b in qs.boundary
+            ],
+        )
+    )
+    cal = block["calibration"]
+    print(
+        f"\nedge {block['edge_precision']} ({block['quantized_nodes']} nodes int8, {len(block['nodes_to_exclude'])} kept fp32), "
+        f"calibration: {cal['source']} ({cal['samples']} samples, {cal['heldout_samples']} held out)"
+    )
+    print(
+        table(
+            ["output", "top-1 agreement", "cosine", "SQNR dB", "max abs"],
+            [
+                (m["name"], "-" if m["top1_agreement"] is None else f"{m['top1_agreement']:.2%}", f"{m['cosine']:.5f}",
+                 m["sqnr_db"] if isinstance(m["sqnr_db"], str) else f"{m['sqnr_db']:.1f}", f"{m['max_abs']:.4g}")
+                for m in block["accuracy"]["outputs"]
+            ],
+        )
+    )
+    if len(block["attempts"]) > 1:
+        print("tried: " + "; ".join(f"{a['label']} -> {'ok' if a['within_budget'] else 'over budget'}" for a in block["attempts"]))
+
+
+def _print_quant_selection(sel) -> None:  # noqa: ANN001
+    rows = []
+    for c in sel.candidates:
+        d = c.to_json()
+        ms = d["metrics"] if "metrics" in d else []
+        rows.append(
+            (
+                d["mode"] + (" *" if c is sel.chosen else ""),
+                d["edge_nodes"],
+                d["last_edge_node"] or "(all cloud)",
+                len(d.get("nodes_to_exclude", [])),
+                fmt_bytes(d["uplink_bytes"]),
+                f"{d['optimistic_objective']:.3f}" if d["optimistic_objective"] is not None else "-",
+                f"{d['objective']:.3f}" if d["objective"] is not None else "-",
+                ", ".join(_fmt_metric(m) for m in ms) or "-",
+                d["status"],
+            )
+        )
+    print(f"\nint8 edge, accuracy budget {sel.budget.describe()} on {sel.heldout_samples} held-out samples:")
+    print(table(["mode", "edge nodes", "last edge node", "fp32 nodes", "uplink", "all-int8", "objective", "accuracy", "status"], rows))
+    q = sel.chosen
+    print(f"chosen (*): {q.mode} edge, {len(sel.nodes_to_exclude)} edge nodes kept fp32 ({sel.seconds:.1f} s); "
+          "`split --plan PLAN.json --quantize int8 --calib DIR` applies it")
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .quant.budget import verify_split_dir
+    from .quant.metrics import Budget
+
+    rep = verify_split_dir(
+        args.split_dir, model=args.model, data=args.data, samples=args.samples,
+        budget=Budget.parse(args.max_accuracy_drop) if args.max_accuracy_drop else None,
+    )
+    if args.json:
+        print(json.dumps(rep, indent=2))
+        return 0 if rep["within_budget"] else 1
+    d = rep["data"]
+    print(f"split   {rep['split_dir']}  (edge {rep['edge_precision']}, boundary {rep['boundary_dtype']}, "
+          f"{len(rep['nodes_to_exclude'])} edge nodes kept fp32)")
+    print(f"model   {rep['model']}")
+    print(f"data    {d['source']} ({d['samples']} samples{', with labels' if d['labels'] else ''})\n")
+    print(
+        table(
+            ["output", "top-1 agreement", "accuracy fp32", "accuracy split", "cosine (mean/min)", "SQNR dB", "max abs"],
+            [
+                (
+                    m["name"],
+                    "-" if m["top1_agreement"] is None else f"{m['top1_agreement']:.2%}",
+                    "-" if m["accuracy_ref"] is None else f"{m['accuracy_ref']:.2%}",
+                    "-" if m["accuracy"] is None else f"{m['accuracy']:.2%}",
+                    f"{m['cosine']:.5f} / {m['cosine_min']:.5f}",
+                    m["sqnr_db"] if isinstance(m["sqnr_db"], str) else f"{m['sqnr_db']:.1f}",
+                    f"{m['max_abs']:.4g}",
+                )
+                for m in rep["outputs"]
+            ],
+        )
+    )
+    print()
+    if rep["boundary"]:
+        print(
+            table(
+                ["boundary tensor", "shape", "fp32 bytes", "wire dtype", "wire bytes"],
+                [(b["name"], _shape(b["shape"]), fmt_bytes(b["nbytes"]), b["wire_dtype"], fmt_bytes(b["wire_nbytes"])) for b in rep["boundary"]],
+            )
+        )
+    print(f"\nboundary {fmt_bytes(rep['boundary_nbytes_fp32'])} fp32 -> {fmt_bytes(rep['boundary_nbytes_wire'])} on the wire; "
+          f"budget ({rep['budget']['description']}): " + ("met" if rep["within_budget"] else "NOT met: " + "; ".join(rep["reasons"])))
+    return 0 if rep["within_budget"] else 1
 
 
 # ------------------------------------------------------------------------ parser
@@ -265,6 +595,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("inspect", help="summary, FLOPs and candidate cut points with bottlenecks")
     add_model_args(p)
+    p.add_argument("--target", help="predict latency on this target (see `onnxsplit targets`)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="precision for --target")
+    p.add_argument("--runtime", help="runtime for --target (default: the target's default runtime)")
     p.add_argument("--all", action="store_true", help="list every candidate cut, not only bottlenecks")
     add_json_arg(p)
     p.set_defaults(func=cmd_inspect)
@@ -275,11 +608,75 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cut", action="append", metavar="TENSOR[,TENSOR...]", help="edge computes these tensors (and all they need)")
     g.add_argument("--edge-nodes", action="append", metavar="NODE[,NODE...]", help="explicit edge node set (must be closed under predecessors)")
     g.add_argument("--at", type=int, metavar="K", help="first K compute nodes on the edge (candidate K of `inspect`)")
+    g.add_argument("--plan", metavar="PLAN.json", help="a plan written by `onnxsplit plan --save PLAN.json`")
     add_output_args(p)
     p.add_argument("--no-verify", action="store_true", help="skip the bit-exactness check on random inputs")
+    add_quant_args(p)
     add_json_arg(p)
     p.set_defaults(func=cmd_split)
+
+    p = sub.add_parser("plan", help="search the best edge/cloud split for two targets and a link")
+    add_model_args(p)
+    add_link_args(p)
+    g = p.add_argument_group("search")
+    g.add_argument("--objective", default="latency", choices=["latency", "throughput", "energy", "weighted"])
+    g.add_argument("--algorithm", default="mincut", help="mincut (default), chain, all-edge, all-cloud, exhaustive, milp")
+    g.add_argument("--max-edge-memory", metavar="BYTES", help="edge weights + activations limit, e.g. 512MB")
+    g.add_argument("--raw-input-stays-on-edge", action="store_true", help="privacy: never send a graph input")
+    g.add_argument("--min-edge-nodes", type=int, default=0, metavar="K", help="privacy: at least the first K nodes on the edge")
+    g.add_argument("--pin-edge", action="append", metavar="NODE[,NODE...]", help="nodes that must run on the edge")
+    g.add_argument("--pin-cloud", action="append", metavar="NODE[,NODE...]", help="nodes that must run in the cloud")
+    g.add_argument("--alternatives", type=int, default=2, metavar="N", help="also list N next-best distinct plans (Pareto)")
+    g.add_argument("--sweep", action="store_true", help="add the bandwidth policy table (0.1 Mbps .. 10 Gbps)")
+    g.add_argument("--batch-sizes", default="1", help="batch sizes for --sweep, e.g. 1,8,64")
+    p.add_argument("--save", metavar="PLAN.json", help="write the plan (and policy) as JSON for `split --plan`")
+    add_quant_args(p)
+    add_json_arg(p)
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("verify", help="fp32 model vs a split folder: top-1 agreement, cosine, SQNR, boundary bytes")
+    p.add_argument("split_dir", metavar="OUT", help="a folder written by `onnxsplit split` (reads OUT/manifest.json)")
+    p.add_argument("--model", help="the original model (default: the source path recorded in the manifest)")
+    p.add_argument("--data", metavar="DIR", help="samples (.npz/.npy, optional labels) as for --calib; default: synthetic (warned)")
+    p.add_argument("--samples", type=int, metavar="N", help="use at most N samples from --data")
+    p.add_argument("--max-accuracy-drop", metavar="BUDGET", help="budget to check (default: the one in the manifest, else 1%%)")
+    add_json_arg(p)
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("targets", help="list the known targets and their short names")
+    add_json_arg(p)
+    p.set_defaults(func=cmd_targets)
+
+    from .compile.pipeline import register as register_compile
+    from .cost.cli import register as register_cost
+    from .runtime.cli import register as register_runtime
+
+    register_compile(sub)
+    register_runtime(sub)
+    register_cost(sub)
     return parser
+
+
+def cmd_targets(args: argparse.Namespace) -> int:
+    from .cost.model import find_cost_model
+    from .targets import PRECISIONS, list_targets, load_target, target_aliases
+
+    aliases: dict[str, list[str]] = {}
+    for short, full in target_aliases().items():
+        aliases.setdefault(full, []).append(short)
+    rows, docs = [], []
+    for name in list_targets():
+        t = load_target(name)
+        fitted = [f"{rt}-{p}" for rt in t.runtimes for p in PRECISIONS if find_cost_model(t.name, rt, p) is not None]
+        docs.append({"name": t.name, "aliases": aliases.get(t.name, []), "role": t.role, "default_runtime": t.default_runtime,
+                     "runtimes": list(t.runtimes), "cost_models": fitted, "description": t.description})
+        rows.append((t.name, ",".join(aliases.get(t.name, [])) or "-", t.role, t.default_runtime,
+                     ", ".join(fitted) or "(roofline only: calibrated false)"))
+    if args.json:
+        print(json.dumps(docs, indent=2))
+        return 0
+    print(table(["target", "short names", "role", "default runtime", "fitted cost models"], rows))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

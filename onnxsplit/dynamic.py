@@ -1,0 +1,316 @@
+"""Dynamic split computing at run time: estimate the uplink, pick a plan per request.
+
+:class:`BandwidthEstimator` -- the documented estimator. Each cloud round trip of a request that
+moved ``B`` bytes (request tensors up + response tensors down) and whose timing breakdown reports
+``network_ms`` (round trip minus the server's compute and (de)serialization, see
+:mod:`onnxsplit.runtime.client`) gives one sample::
+
+    sample_mbps = 8 * B / (1000 * max(network_ms - rtt_ms, min_ms))
+
+``rtt_ms`` is the configured round-trip time, or (when not given) the running minimum of the
+``network_ms`` of *small* transfers (``B < min_bytes``), which are dominated by latency and only
+update that minimum. Samples of ``B >= min_bytes`` update the estimate by an exponentially
+weighted moving average ``est <- alpha * sample + (1 - alpha) * est`` (the first sample sets it),
+clamped to ``[floor_mbps, ceil_mbps]``. Before any sample the estimate is ``initial_mbps``.
+
+:class:`DynamicRunner` holds one :class:`~onnxsplit.runtime.EdgeRunner` per plan of a dynamic
+bundle (:mod:`onnxsplit.dynamic_bundle`) and the policy table. Per request it reads the batch size
+(leading dimension of the first input divided by the bundle's), looks the plan up at the current
+estimate, runs it (a batch larger than the bundle's static batch runs as consecutive slices
+through the same plan, outputs concatenated on axis 0), and feeds the response's timings back to
+the estimator. Every plan is an exact split of the same model, so switching plans never changes
+the answer (bit-identical with onnxruntime optimizations off). Requests are never dropped: if a
+plan fails in any way (including a 4xx configuration error) the request is re-run on the
+all-edge plan locally and the result says ``fallback=True``; after such a failure the cloud is
+avoided for ``cooldown_s``. When the chosen plan sends nothing (all-edge) the estimate would go
+stale: every ``probe_interval_s`` a background probe (one real round trip of zero-filled boundary
+tensors of the smallest plan that moves at least ``min_bytes``) refreshes it; ``probe()`` runs one
+synchronously (done on start when ``probe_on_start``). Thread-safe: the estimator is locked and
+EdgeRunners are shareable between threads.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .dynamic_bundle import DynamicBundle, load_dynamic_bundle
+from .errors import UsageError
+
+__all__ = ["BandwidthEstimator", "DynamicRunner", "DynamicResult", "serve_plans"]
+
+
+class BandwidthEstimator:
+    """EWMA uplink estimator (see the module docstring for the formula)."""
+
+    def __init__(self, initial_mbps: float = 10.0, *, alpha: float = 0.3, rtt_ms: float | None = None,
+                 min_bytes: int = 16 * 1024, min_ms: float = 0.05, floor_mbps: float = 0.01, ceil_mbps: float = 1e5):
+        if not 0 < alpha <= 1:
+            raise UsageError("alpha must be in (0, 1]")
+        self.alpha = float(alpha)
+        self.initial_mbps = float(initial_mbps)
+        self.fixed_rtt = rtt_ms
+        self.min_bytes = int(min_bytes)
+        self.min_ms = float(min_ms)
+        self.floor_mbps, self.ceil_mbps = float(floor_mbps), float(ceil_mbps)
+        self._lock = threading.Lock()
+        self._est: float | None = None
+        self._rtt_min: float | None = None
+        self.samples = 0
+        self.last_update = 0.0  # time.monotonic() of the last bandwidth sample
+
+    @property
+    def rtt_ms(self) -> float:
+        if self.fixed_rtt is not None:
+            return float(self.fixed_rtt)
+        return self._rtt_min if self._rtt_min is not None else 0.0
+
+    @property
+    def mbps(self) -> float:
+        with self._lock:
+            return self._est if self._est is not None else self.initial_mbps
+
+    def sample(self, nbytes: int, network_ms: float) -> float | None:
+        """The bandwidth sample of one transfer (None when it only updates the rtt)."""
+        if nbytes < self.min_bytes:
+            return None
+        t = max(network_ms - self.rtt_ms, self.min_ms)
+        return 8.0 * nbytes / (1000.0 * t)
+
+    def update(self, nbytes: int, network_ms: float) -> float:
+        """Feed one transfer; returns the current estimate."""
+        if not (math.isfinite(network_ms) and network_ms >= 0):
+            return self.mbps
+        with self._lock:
+            if nbytes < self.min_bytes:
+                self._rtt_min = network_ms if self._rtt_min is None else min(self._rtt_min, network_ms)
+            s = self.sample(nbytes, network_ms)
+            if s is not None:
+                s = min(max(s, self.floor_mbps), self.ceil_mbps)
+                self._est = s if self._est is None else self.alpha * s + (1 - self.alpha) * self._est
+                self.samples += 1
+                self.last_update = time.monotonic()
+            return self._est if self._est is not None else self.initial_mbps
+
+
+@dataclass
+class DynamicResult:
+    outputs: dict[str, np.ndarray]
+    timings_ms: dict[str, float]
+    plan: int
+    batch_size: int
+    estimate_mbps: float  # estimate used to choose the plan
+    fallback: bool = False
+    error: str | None = None
+    results: list = field(default_factory=list)  # per-slice runtime Results
+
+
+def _cloud_bytes(bundle: Any) -> tuple[int, set[str]]:
+    up = sum(b.bytes_on_wire for b in bundle.boundary)
+    return up, {n for n, s in bundle.outputs if s == "cloud"}
+
+
+class DynamicRunner:
+    """Pick a plan per request from the bandwidth estimate (see the module docstring).
+
+    ``servers``: a URL used for every plan (a server hosting every plan's cloud model), or a mapping
+    plan id -> URL (e.g. from :func:`serve_plans`); plans without a URL run their cloud half locally.
+    ``plans``: restrict to these plan ids (all-edge is always kept). ``runner_kwargs`` go to every
+    EdgeRunner (timeouts, retries, optimize, ...). ``force_plan``: always use this plan (baselines).
+    """
+
+    def __init__(self, bundle: str | Path | DynamicBundle, servers: str | Mapping[int, str] | None, *,
+                 estimator: BandwidthEstimator | None = None, plans: list[int] | None = None,
+                 cooldown_s: float = 5.0, probe_on_start: bool = True, probe_interval_s: float = 2.0,
+                 force_plan: int | None = None, **runner_kwargs: Any):
+        from .runtime import EdgeRunner
+
+        self.bundle = bundle if isinstance(bundle, DynamicBundle) else load_dynamic_bundle(bundle)
+        self.estimator = estimator or BandwidthEstimator()
+        keep = set(range(len(self.bundle.plans))) if plans is None else set(plans) | {self.bundle.all_edge}
+        self.runners: dict[int, Any] = {}
+        kw = {"retries": 1, "timeout": 30.0, **runner_kwargs}
+        for k in sorted(keep):
+            url = servers if isinstance(servers, str) or servers is None else servers.get(k)
+            self.runners[k] = EdgeRunner(self.bundle.plan_dir(k), url, **kw)
+        self.cooldown_s = cooldown_s
+        self.probe_interval_s = probe_interval_s
+        self.force_plan = force_plan
+        self._down_until = 0.0
+        self._probe_lock = threading.Lock()
+        self._probing = False
+        self.counts: dict[int, int] = {k: 0 for k in self.runners}
+        self._count_lock = threading.Lock()
+        first = self.runners[self.bundle.all_edge].bundle
+        self._base_batch = {s.name: (s.shape[0] if s.shape and s.shape[0] else 1) for s in first.edge_inputs}
+        if probe_on_start and self._probe_plan() is not None:
+            try:
+                self.probe()
+            except Exception:  # noqa: BLE001 - a failed probe only leaves the initial estimate
+                pass
+
+    # ------------------------------------------------------------------ plan choice
+    def choose(self, batch_size: int = 1, mbps: float | None = None) -> int:
+        """Plan id for a batch size at ``mbps`` (default: the current estimate)."""
+        if self.force_plan is not None:
+            return self.force_plan
+        if time.monotonic() < self._down_until:
+            return self.bundle.all_edge
+        k = self.bundle.lookup(self.estimator.mbps if mbps is None else mbps, batch_size)
+        if k not in self.runners:  # restricted set: best allowed plan by the table's own order
+            k = self.bundle.all_edge
+        return k
+
+    def _probe_plan(self) -> int | None:
+        cands = []
+        for k, r in self.runners.items():
+            if r.server_url is None or r.bundle.cloud_path is None:
+                continue
+            up, _ = _cloud_bytes(r.bundle)
+            cands.append((up < self.estimator.min_bytes, up if up >= self.estimator.min_bytes else -up, k))
+        return min(cands)[2] if cands else None
+
+    def probe(self) -> float:
+        """One real round trip with zero-filled boundary tensors; updates and returns the estimate."""
+        k = self._probe_plan()
+        if k is None:
+            return self.estimator.mbps
+        r = self.runners[k]
+        from .runtime.protocol import np_dtype
+
+        tensors = {t.name: np.zeros([d or 1 for d in t.shape], dtype=np_dtype(t.datatype)) for t in r.bundle.cloud_inputs}
+        outs, t, _attempts, _srv = r.cloud_infer(tensors)
+        down = sum(int(v.nbytes) for v in outs.values())
+        return self.estimator.update(sum(int(v.nbytes) for v in tensors.values()) + down, t["network"])
+
+    def _maybe_probe(self) -> None:
+        if self.probe_interval_s <= 0 or time.monotonic() - self.estimator.last_update < self.probe_interval_s:
+            return
+        with self._probe_lock:
+            if self._probing:
+                return
+            self._probing = True
+
+        def run() -> None:
+            try:
+                self.probe()
+            except Exception:  # noqa: BLE001
+                pass
+            finally:
+                with self._probe_lock:
+                    self._probing = False
+
+        threading.Thread(target=run, name="onnxsplit-bw-probe", daemon=True).start()
+
+    # ------------------------------------------------------------------ inference
+    def batch_size_of(self, feeds: Mapping[str, np.ndarray]) -> int:
+        for name, base in self._base_batch.items():
+            if name in feeds:
+                n = int(np.shape(feeds[name])[0]) if np.ndim(feeds[name]) else 1
+                if n % base:
+                    raise UsageError(f"input '{name}' has leading dimension {n}, not a multiple of the bundle's {base}")
+                return max(1, n // base)
+        return 1
+
+    def _run_plan(self, k: int, feeds: Mapping[str, np.ndarray], b: int) -> tuple[dict, list]:
+        r = self.runners[k]
+        if b == 1:
+            res = r.infer(feeds)
+            return res.outputs, [res]
+        results, outs = [], []
+        for i in range(b):
+            part = {n: np.asarray(v)[i * self._base_batch.get(n, 1):(i + 1) * self._base_batch.get(n, 1)]
+                    for n, v in feeds.items()}
+            res = r.infer(part)
+            results.append(res)
+            outs.append(res.outputs)
+        return {n: np.concatenate([o[n] for o in outs], axis=0) for n in outs[0]}, results
+
+    def infer(self, feeds: Mapping[str, np.ndarray]) -> DynamicResult:
+        t0 = time.perf_counter()
+        b = self.batch_size_of(feeds)
+        est = self.estimator.mbps
+        k = self.choose(b)
+        error, fallback = None, False
+        try:
+            outputs, results = self._run_plan(k, feeds, b)
+        except Exception as exc:  # noqa: BLE001 - never drop a request: redo it all-edge, locally
+            error, fallback = f"plan {k}: {type(exc).__name__}: {exc}", True
+            self._down_until = time.monotonic() + self.cooldown_s
+            k_failed, k = k, self.bundle.all_edge
+            outputs, results = self._run_plan(k, feeds, b)
+            error = error or f"plan {k_failed} failed"
+        timings: dict[str, float] = {}
+        for res in results:
+            for name, v in res.timings_ms.items():
+                timings[name] = timings.get(name, 0.0) + v
+            if res.fallback:
+                fallback = True
+                error = error or res.error
+                self._down_until = time.monotonic() + self.cooldown_s
+            elif res.attempts:
+                up, cloud_out = _cloud_bytes(self.runners[k].bundle)
+                down = sum(int(res.outputs[n].nbytes) for n in cloud_out if n in res.outputs)
+                self.estimator.update(up + down, res.timings_ms.get("network", 0.0))
+        timings["total"] = (time.perf_counter() - t0) * 1e3
+        with self._count_lock:
+            self.counts[k] = self.counts.get(k, 0) + 1
+        if self.runners[k].bundle.boundary == [] or not any(r.attempts for r in results):
+            self._maybe_probe()
+        return DynamicResult(outputs, timings, k, b, est, fallback, error, results)
+
+    def close(self) -> None:
+        for r in self.runners.values():
+            r.close()
+
+    def __enter__(self) -> DynamicRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class serve_plans:  # noqa: N801 - used like a function / context manager
+    """Start one embedded CloudServer per plan with a cloud half: ``urls`` maps plan id -> URL.
+
+    ``port=0`` picks free ports; otherwise plan ``k`` listens on ``port + k``.
+    """
+
+    def __init__(self, bundle: str | Path | DynamicBundle, *, host: str = "127.0.0.1", port: int = 0, **server_kwargs: Any):
+        from .runtime.server import CloudServer
+
+        self.bundle = bundle if isinstance(bundle, DynamicBundle) else load_dynamic_bundle(bundle)
+        self.servers: dict[int, Any] = {}
+        self.urls: dict[int, str] = {}
+        try:
+            for p in self.bundle.plans:
+                k = int(p["id"])
+                if p["kind"] == "all-edge":
+                    continue
+                srv = CloudServer(self.bundle.plan_dir(k), host=host, port=(port + k) if port else 0, **server_kwargs)
+                self.servers[k] = srv.start()
+                self.urls[k] = srv.url
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        for srv in self.servers.values():
+            try:
+                srv.stop()
+            except Exception:  # noqa: BLE001
+                pass
+        self.servers.clear()
+
+    def __enter__(self) -> serve_plans:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,310 @@
+"""Dynamic split: bandwidth estimator, plan choice, multi-plan bundles, loopback and netns runs."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import onnxsplit
+from onnxsplit.dynamic import BandwidthEstimator, DynamicRunner
+from onnxsplit.dynamic_bundle import (
+    DynamicBundle,
+    PolicyEntry,
+    build_policy,
+    load_dynamic_bundle,
+    write_dynamic_bundle,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "examples" / "tiny_cnn.onnx"
+
+
+# ----------------------------------------------------------------------------- estimator
+def test_estimator_formula_and_ewma():
+    est = BandwidthEstimator(initial_mbps=7.0, alpha=0.5, rtt_ms=2.0, min_bytes=1000)
+    assert est.mbps == 7.0
+    # 1.25 MB in 10 ms of transfer (12 ms network - 2 ms rtt) = 1000 Mbit/s
+    assert est.sample(1_250_000, 12.0) == pytest.approx(1000.0)
+    assert est.update(1_250_000, 12.0) == pytest.approx(1000.0)  # first sample sets it
+    assert est.update(125_000, 12.0) == pytest.approx(0.5 * 100.0 + 0.5 * 1000.0)
+    assert est.samples == 2
+    # small transfers do not move the bandwidth estimate
+    assert est.update(10, 50.0) == pytest.approx(550.0)
+
+
+def test_estimator_learns_rtt_from_small_transfers_and_clamps():
+    est = BandwidthEstimator(min_bytes=1000, floor_mbps=0.1, ceil_mbps=500.0)
+    est.update(100, 5.0)
+    est.update(100, 3.0)
+    assert est.rtt_ms == 3.0
+    assert est.update(1_000_000, 3.0) == 500.0  # t clamps to min_ms, sample clamps to the ceiling
+    est2 = BandwidthEstimator(min_bytes=10)
+    assert est2.update(100, float("nan")) == est2.initial_mbps
+
+
+def test_estimator_thread_safe():
+    est = BandwidthEstimator(min_bytes=1, alpha=0.1)
+
+    def work():
+        for _ in range(500):
+            est.update(125_000, 10.0)
+
+    ts = [threading.Thread(target=work) for _ in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert est.samples == 2000
+    assert est.mbps == pytest.approx(100.0)
+
+
+# ----------------------------------------------------------------------------- plan choice
+def _fake_bundle() -> DynamicBundle:
+    plans = [{"id": 0, "kind": "all-edge"}, {"id": 1, "kind": "split"}, {"id": 2, "kind": "all-cloud"}]
+    rows = [PolicyEntry(1, 0.0, 5.0, 0), PolicyEntry(1, 5.0, 50.0, 1), PolicyEntry(1, 50.0, float("inf"), 2),
+            PolicyEntry(4, 0.0, 20.0, 0), PolicyEntry(4, 20.0, float("inf"), 2)]
+    return DynamicBundle(Path("."), {"all_edge_plan": 0}, plans, rows)
+
+
+def test_lookup_by_bandwidth_and_batch():
+    b = _fake_bundle()
+    assert [b.lookup(x) for x in (0.1, 4.99, 5.0, 49, 50, 1e6)] == [0, 0, 1, 1, 2, 2]
+    assert b.lookup(10, 4) == 0 and b.lookup(30, 4) == 2
+    assert b.lookup(30, 8) == 2  # largest table batch size not above 8
+    assert b.lookup(30, 2) == 1  # batch 2 uses the batch-1 rows
+
+
+class _FakeResult:
+    def __init__(self, outputs, network_ms, attempts=1, fallback=False):
+        self.outputs = outputs
+        self.timings_ms = {"edge": 1.0, "network": network_ms, "cloud": 1.0, "total": network_ms + 2}
+        self.attempts = attempts
+        self.fallback = fallback
+        self.error = "down" if fallback else None
+
+
+class _FakeRunner:
+    """Stands in for EdgeRunner: fixed boundary bytes, network time from a simulated link."""
+
+    def __init__(self, nbytes, link, fail=False):
+        class _B:
+            pass
+
+        self.bundle = _B()
+        self.bundle.boundary = [type("BS", (), {"bytes_on_wire": nbytes})()] if nbytes else []
+        self.bundle.outputs = [("y", "cloud" if nbytes else "edge")]
+        self.bundle.cloud_path = "x" if nbytes else None
+        self.server_url = "http://fake" if nbytes else None
+        self.nbytes, self.link, self.fail = nbytes, link, fail
+        self.calls = 0
+
+    def infer(self, feeds):
+        self.calls += 1
+        if self.fail:
+            raise RuntimeError("boom")
+        y = feeds["x"] * 2
+        net = 8 * self.nbytes / (1000 * self.link["mbps"]) if self.nbytes else 0.0
+        return _FakeResult({"y": y}, net, attempts=1 if self.nbytes else 0)
+
+    def close(self):
+        pass
+
+
+def _fake_dynamic(link, fail_plan=None):
+    dr = DynamicRunner.__new__(DynamicRunner)
+    dr.bundle = _fake_bundle()
+    dr.estimator = BandwidthEstimator(initial_mbps=100.0, alpha=1.0, rtt_ms=0.0, min_bytes=1)
+    dr.runners = {k: _FakeRunner(n, link, fail=(k == fail_plan)) for k, n in ((0, 0), (1, 10_000), (2, 100_000))}
+    dr.cooldown_s, dr.probe_interval_s, dr.force_plan = 5.0, 0.0, None
+    dr._down_until = 0.0
+    dr._probe_lock = threading.Lock()
+    dr._probing = False
+    dr.counts = {k: 0 for k in dr.runners}
+    dr._count_lock = threading.Lock()
+    dr._base_batch = {"x": 1}
+    return dr
+
+
+def test_dynamic_follows_bandwidth_changes():
+    link = {"mbps": 200.0}
+    dr = _fake_dynamic(link)
+    x = np.ones((1, 3), np.float32)
+    r = dr.infer({"x": x})
+    assert r.plan == 2 and dr.estimator.mbps == pytest.approx(200.0, rel=1e-2)
+    link["mbps"] = 10.0  # the link degrades: the next full-offload request measures it
+    assert dr.infer({"x": x}).plan == 2
+    assert dr.estimator.mbps == pytest.approx(10.0, rel=1e-2)
+    r = dr.infer({"x": x})
+    assert r.plan == 1 and r.estimate_mbps == pytest.approx(10.0, rel=1e-2)
+    link["mbps"] = 1.0
+    dr.infer({"x": x})
+    assert dr.infer({"x": x}).plan == 0
+    np.testing.assert_array_equal(r.outputs["y"], x * 2)
+
+
+def test_dynamic_batch_size_picks_batch_row_and_slices():
+    dr = _fake_dynamic({"mbps": 10.0})
+    dr.estimator.update(100_000, 80.0)  # 10 Mbit/s
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    r = dr.infer({"x": x})
+    assert r.batch_size == 4 and r.plan == 0  # batch-4 row at 10 Mbit/s is all-edge
+    np.testing.assert_array_equal(r.outputs["y"], x * 2)
+
+
+def test_dynamic_never_drops_on_plan_error():
+    dr = _fake_dynamic({"mbps": 200.0}, fail_plan=2)
+    x = np.ones((1, 3), np.float32)
+    r = dr.infer({"x": x})
+    assert r.plan == 0 and r.fallback and "boom" in r.error
+    np.testing.assert_array_equal(r.outputs["y"], x * 2)
+    assert dr.choose(1) == 0  # cooldown: the cloud is avoided for a while
+    assert dr.runners[2].calls == 1
+
+
+def test_dynamic_thread_safe_counts():
+    dr = _fake_dynamic({"mbps": 200.0})
+    x = np.ones((1, 3), np.float32)
+    errors = []
+
+    def work():
+        try:
+            for _ in range(50):
+                np.testing.assert_array_equal(dr.infer({"x": x}).outputs["y"], x * 2)
+        except Exception as exc:  # pragma: no cover
+            errors.append(exc)
+
+    ts = [threading.Thread(target=work) for _ in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors and sum(dr.counts.values()) == 200
+
+
+# ----------------------------------------------------------------------------- bundles
+@pytest.fixture(scope="module")
+def tiny_dynamic(tmp_path_factory):
+    graph = onnxsplit.load_graph(str(TINY))
+    table, res = build_policy(graph, edge_factor=200.0, rtt_ms=1.0, batch_sizes=(1, 4))
+    out = tmp_path_factory.mktemp("dyn") / "bundle"
+    manifest = write_dynamic_bundle(graph, table, out, source=TINY,
+                                    predicted=(res.problem, res.link, res.objective))
+    return out, manifest, table
+
+
+def test_policy_candidates_bottlenecks():
+    graph = onnxsplit.load_graph(str(TINY))
+    from onnxsplit.candidates import cut_candidates
+
+    table, _ = build_policy(graph, edge_factor=200.0, candidates="bottlenecks")
+    allowed = {c.index for c in cut_candidates(graph) if c.natural_bottleneck or c.compressive_bottleneck}
+    allowed |= {0, len(graph.compute_nodes)}
+    for row in table.rows:
+        assert len(row.plan.edge_nodes) in allowed
+        assert tuple(row.plan.edge_nodes) == tuple(range(len(row.plan.edge_nodes)))
+    with pytest.raises(onnxsplit.errors.UsageError):
+        build_policy(graph, candidates="nope")
+
+
+def test_write_dynamic_bundle(tiny_dynamic):
+    out, manifest, table = tiny_dynamic
+    assert manifest["schema"] == "onnxsplit.dynamic/1"
+    kinds = [p["kind"] for p in manifest["plans"]]
+    assert kinds[0] == "all-edge" and kinds[-1] == "all-cloud" and len(kinds) >= 3
+    assert manifest["total_size_bytes"] == sum(p["size_bytes"] for p in manifest["plans"])
+    assert "cannot share initializers" in manifest["weights_note"]
+    b = load_dynamic_bundle(out)
+    names = {frozenset(p["edge_node_names"]): p["id"] for p in b.plans}
+    for row in table.rows:  # every row's plan is a bundle, and the policy points at it
+        k = names[frozenset(row.plan.edge_node_names)]
+        assert b.lookup(row.from_mbps * 1.0001 if row.from_mbps else 1e-3, row.batch_size) == k
+    from onnxsplit.runtime import load_bundle
+
+    for p in b.plans:
+        load_bundle(b.plan_dir(p["id"]))
+
+
+def _has_server() -> bool:
+    return importlib.util.find_spec("onnxsplit.runtime.server") is not None
+
+
+@pytest.mark.skipif(not _has_server(), reason="onnxsplit.runtime.server not importable")
+def test_loopback_dynamic_runner_exact(tiny_dynamic):
+    import onnxruntime as ort
+
+    from onnxsplit.dynamic import serve_plans
+
+    out, manifest, _ = tiny_dynamic
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    ref_sess = ort.InferenceSession(str(TINY), so, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    ref = ref_sess.run(None, {"image": x})[0]
+    split_plans = [p["id"] for p in manifest["plans"] if p["kind"] != "all-edge"]
+    with serve_plans(out, optimize=False) as sp, DynamicRunner(out, sp.urls, optimize=False) as dr:
+        seen = set()
+        for mbps in (0.01, 3.0, 1e4, 0.01):  # switch plans between requests
+            dr.estimator._est = mbps
+            r = dr.infer({"image": x})
+            seen.add(r.plan)
+            assert not r.fallback
+            np.testing.assert_array_equal(r.outputs[next(iter(r.outputs))], ref)
+        assert len(seen) >= 2
+        assert dr.estimator.samples + (1 if dr.estimator._rtt_min is not None else 0) >= 1
+        # the cloud of one plan dies: requests still succeed, bit-identical
+        k = split_plans[-1]
+        sp.servers[k].stop()
+        dr.estimator._est = 1e4
+        r = dr.infer({"image": x})
+        assert r.fallback
+        np.testing.assert_array_equal(r.outputs[next(iter(r.outputs))], ref)
+
+
+# ----------------------------------------------------------------------------- netns smoke test
+def _netns_skip_reason() -> str | None:
+    if sys.platform != "linux":
+        return "network namespaces need Linux"
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    for tool in ("ip", "tc"):
+        if shutil.which(tool) is None:
+            return f"'{tool}' not found"
+    r = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+    if r.returncode != 0:
+        return f"'ip netns' unavailable: {r.stderr.strip()}"
+    if not _has_server():
+        return "onnxsplit.runtime.server not importable"
+    return None
+
+
+@pytest.mark.slow
+def test_netns_testbed_smoke(tmp_path):
+    reason = _netns_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    sys.path.insert(0, str(ROOT))
+    try:
+        from tools.testbed.netns import Testbed
+    finally:
+        sys.path.remove(str(ROOT))
+    with Testbed(tag="t") as tb:
+        tb.set_link(rate_mbps=50.0, rtt_ms=2.0)
+        r = tb.exec_edge([sys.executable, "-c", "import socket; print('ok')"], capture=True)
+        assert r.stdout.strip() == "ok"
+        srv = tb.spawn_cloud([sys.executable, "-m", "http.server", "8123", "--bind", tb.cloud_ip],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert tb.wait_port(tb.cloud_ip, 8123, timeout_s=10)
+        r = tb.exec_edge([sys.executable, "-c",
+                          f"import urllib.request;print(urllib.request.urlopen('http://{tb.cloud_ip}:8123/', timeout=5).status)"],
+                         capture=True)
+        assert r.stdout.strip() == "200"
+        srv.terminate()
+    assert not tb.alive()

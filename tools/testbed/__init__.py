@@ -1,0 +1,1 @@
+"""Split-computing testbed: network namespaces, shaped links, CPU-limited edge (root only)."""
