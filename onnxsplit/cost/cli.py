@@ -32,12 +32,9 @@ __all__ = ["register", "cmd_profile", "cmd_cost_model_fit", "cmd_cost_model_show
 
 
 def _table(headers, rows) -> str:  # noqa: ANN001
-    """Plain-text table in the style of ``onnxsplit.cli.table``."""
-    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    from ..cli import table  # lazy: onnxsplit.cli imports this module to register its commands
+
+    return table(headers, rows)
 
 
 def _fmt_ms(v: float | None) -> str:
