@@ -139,3 +139,22 @@ def test_compile_bad_calibration_shape_is_named(resnet: Path, tmp_path: Path, ca
     assert main(["compile", str(resnet), "--target", "jetson", "--calib", str(bad), "--backend", "ort", "-o", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "image" in err and "3,32,32" in err.replace(" ", "").replace("x", ",")
+
+
+def test_compile_dynamic_emits_every_policy_plan(resnet: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from onnxsplit.dynamic_bundle import load_dynamic_bundle
+
+    out = tmp_path / "dyn"
+    argv = ["compile", str(resnet), "--target", "arm-cpu", "--rtt", "0ms", "--dynamic", "--batch-sizes", "1,8",
+            "--quantize", "none", "-o", str(out), "--json"]
+    assert main(argv) == 0
+    manifest = json.loads(capsys.readouterr().out)
+    assert manifest["schema"] == "onnxsplit.dynamic/1"
+    policy = json.loads((out / "policy.json").read_text())
+    assert {r["batch_size"] for r in policy["rows"]} == {1, 8}
+    bundle = load_dynamic_bundle(out)
+    plan_dirs = sorted(p.name for p in (out / "plans").iterdir())
+    assert len(plan_dirs) >= 2  # at least all-edge and all-cloud
+    for mbps in (0.1, 10.0, 10_000.0):
+        k = bundle.lookup(mbps, 1)
+        assert (bundle.plan_dir(k) / "manifest.json").is_file()

@@ -39,6 +39,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--objective", default="latency", choices=["latency", "throughput", "energy", "weighted"])
     g.add_argument("--backend", default="both", choices=["ort", "tvm", "both"],
                    help="ort: ONNX halves only; tvm/both: also TVM libraries for each side (default both)")
+    g.add_argument("--dynamic", action="store_true",
+                   help="dynamic split computing: emit every plan of the bandwidth policy table (fp32) + policy.json")
+    g.add_argument("--candidates", default="all", choices=["all", "bottlenecks"],
+                   help="with --dynamic: search all cuts, or only natural/compressive bottlenecks")
+    g.add_argument("--batch-sizes", default="1", help="with --dynamic: batch sizes of the policy table, e.g. 1,8,64")
     add_quant_args(p)
     p.set_defaults(quantize="int8")
     add_output_args(p)
@@ -60,6 +65,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
     uplink = parse_bandwidth_mbps(args.bandwidth)
     rtt = parse_time_ms(args.rtt)
     graph = load_graph(args)
+    if args.dynamic:
+        return _compile_dynamic(args, graph, edge_t, cloud_t, rtt)
     quant = _quant_setup(args, graph, plan=True)
     int8 = quant is not None and quant["quantize"]
     result = plan_model(
@@ -179,3 +186,31 @@ def _compile_tvm(root: Path, edge_t, cloud_t) -> dict:  # noqa: ANN001
         if isinstance(info, dict) and "error" in info:
             warnings.warn(f"TVM library for the {side} half not built: {info['error']}", stacklevel=2)
     return compiled
+
+
+def _compile_dynamic(args: argparse.Namespace, graph, edge_t, cloud_t, rtt: float) -> int:  # noqa: ANN001
+    """``compile --dynamic``: one fp32 bundle per distinct plan of the bandwidth x batch policy."""
+    from ..cli import _split_list, fmt_bytes, table
+    from ..dynamic_bundle import build_policy, write_dynamic_bundle
+
+    if args.quantize == "int8" and args.calib:
+        raise OnnxSplitError("--dynamic writes fp32 plans; drop --calib (or use --quantize none)")
+    batches = tuple(int(b) for b in _split_list([args.batch_sizes]))
+    policy, result = build_policy(
+        graph, edge_target=edge_t.name, cloud_target=cloud_t.name, rtt_ms=rtt, batch_sizes=batches,
+        candidates=args.candidates, objective=args.objective,
+    )
+    manifest = write_dynamic_bundle(
+        graph, policy, args.output, source=args.model, force=args.force,
+        predicted=(result.problem, result.link, result.objective),
+        settings={"edge_target": edge_t.name, "cloud_target": cloud_t.name, "rtt_ms": rtt, "candidates": args.candidates},
+    )
+    if args.json:
+        print(json.dumps(manifest, indent=2))
+        return 0
+    rows = [(r.batch_size, f"{r.from_mbps:.3g}", f"{r.to_mbps:.3g}", len(r.plan.edge_nodes), fmt_bytes(r.plan.uplink_bytes),
+             f"{r.plan.total_ms:.3f}") for r in policy.rows]
+    print(table(["batch", "from Mbps", "to Mbps", "edge nodes", "uplink", "predicted ms"], rows))
+    print(f"\nwrote {args.output}/ with {len(manifest.get('plans', []))} plans (fp32) and policy.json; "
+          "run with onnxsplit.dynamic.DynamicRunner")
+    return 0
