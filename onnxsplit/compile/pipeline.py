@@ -19,6 +19,7 @@ and printed as a warning; the ONNX artifacts are still written. Serve the cloud 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import warnings
 from pathlib import Path
@@ -44,6 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--candidates", default="all", choices=["all", "bottlenecks"],
                    help="with --dynamic: search all cuts, or only natural/compressive bottlenecks")
     g.add_argument("--batch-sizes", default="1", help="with --dynamic: batch sizes of the policy table, e.g. 1,8,64")
+    g.add_argument("--tuning-db", metavar="DIR",
+                   help="apply MetaSchedule tuning records (`onnxsplit tune`): a folder with edge/ and/or cloud/ "
+                        "databases (e.g. OLD_OUT/tuning) or one database for both; copied to OUT/tuning/")
     add_quant_args(p)
     p.set_defaults(quantize="int8")
     add_output_args(p)
@@ -62,6 +66,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from ..verify import check_split
 
     edge_t, cloud_t = load_target(args.target), load_target(args.cloud)  # unknown names fail first
+    tuning_db = getattr(args, "tuning_db", None)
+    if tuning_db and not Path(tuning_db).is_dir():
+        raise OnnxSplitError(f"--tuning-db {tuning_db}: no such folder (create one with `onnxsplit tune OUT/`)")
     uplink = parse_bandwidth_mbps(args.bandwidth)
     rtt = parse_time_ms(args.rtt)
     graph = load_graph(args)
@@ -133,7 +140,12 @@ def cmd_compile(args: argparse.Namespace) -> int:
             manifest["triton"] = f"triton/{manifest['name']}"
         write_manifest(tmp, manifest)  # compile_bundle reads the folder as a split bundle
         if args.backend in ("tvm", "both"):
-            compiled = _compile_tvm(tmp, edge_t, cloud_t)
+            db = None
+            if tuning_db:
+                from .tune import _copy_tuning_db
+
+                db = _copy_tuning_db(tuning_db, tmp / "tuning")
+            compiled = _compile_tvm(tmp, edge_t, cloud_t, tuning_db=db)
             manifest["compiled"] = compiled
         write_manifest(tmp, manifest)
     out = Path(args.output)
@@ -173,15 +185,26 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
-def _compile_tvm(root: Path, edge_t, cloud_t) -> dict:  # noqa: ANN001
-    """TVM libraries for both sides; failures are recorded and warned about, never fatal."""
+def _compile_tvm(root: Path, edge_t, cloud_t, tuning_db: Path | None = None) -> dict:  # noqa: ANN001
+    """TVM libraries for both sides; failures are recorded and warned about, never fatal.
+
+    ``tuning_db`` (inside ``root``): MetaSchedule records applied at compile time; each tuned side's
+    ``tuning.database`` is recorded relative to the bundle root."""
     from . import TVMNotAvailableError, compile_bundle
 
     try:
-        compiled = compile_bundle(root, edge_t, cloud_t, errors="record")
+        compiled = compile_bundle(root, edge_t, cloud_t, errors="record", tuning_db=tuning_db)
     except TVMNotAvailableError as exc:
         warnings.warn(f"TVM libraries not built: {exc}", stacklevel=2)
         return {"error": str(exc)}
+    except OnnxSplitError as exc:  # e.g. a --tuning-db folder without databases
+        warnings.warn(f"TVM libraries not built: {exc}", stacklevel=2)
+        return {"error": str(exc)}
+    for info in compiled.values():
+        tun = info.get("tuning") if isinstance(info, dict) else None
+        if tun and tun.get("database"):
+            with contextlib.suppress(ValueError):
+                tun["database"] = Path(tun["database"]).resolve().relative_to(root.resolve()).as_posix()
     for side, info in compiled.items():
         if isinstance(info, dict) and "error" in info:
             warnings.warn(f"TVM library for the {side} half not built: {info['error']}", stacklevel=2)

@@ -77,6 +77,9 @@ __all__ = [
     "compile_half",
     "elf_machine",
     "export_compiler",
+    "import_half",
+    "ms_fuse_passes",
+    "open_tuning_db",
     "missing_cpu_features",
     "tvm_available",
     "validate_artifact",
@@ -469,6 +472,7 @@ class CompiledArtifact:
     size_bytes: int
     int8_details: dict[str, Any] = field(default_factory=dict)
     cuda_kernels: int | None = None  # kernels whose CUDA source is inside the library
+    tuning: dict[str, Any] | None = None  # {"database", "records", "tasks", "tuned_tasks"} with a tuning db
 
     @property
     def host_arch(self) -> str:
@@ -496,6 +500,7 @@ class CompiledArtifact:
                     "-> a tensor, or a tuple of tensors in the order of outputs",
             "size_bytes": self.size_bytes,
             "compile_seconds": round(self.compile_seconds, 3),
+            **({"tuning": self.tuning} if self.tuning else {}),
             "versions": {"apache-tvm": _dist_version("apache-tvm"), "apache-tvm-ffi": _dist_version("apache-tvm-ffi"),
                          "onnx": _dist_version("onnx")},
         }
@@ -523,6 +528,89 @@ def _prepare_model(model: onnx.ModelProto | str | os.PathLike[str]) -> onnx.Mode
     return model
 
 
+def import_half(model: onnx.ModelProto, inputs: list[dict[str, Any]], label: str):
+    """ONNX half -> Relax IRModule ready for a pipeline (``from_onnx`` + ``DecomposeOpsForInference``).
+
+    Sets ``relax_name`` on each entry of ``inputs`` (from :func:`_static_inputs`). Shared by
+    :func:`compile_half` and the MetaSchedule tuner (``onnxsplit.compile.tune``), so both see the
+    same module and tuning records match at compile time."""
+    _import_tvm()
+    from tvm import relax
+
+    _check_supported_ops(model, label)
+    mod = _import_relax(model, inputs, label)
+    params = list(mod["main"].params)
+    if len(params) != len(inputs):  # pragma: no cover - importer contract
+        raise TVMCompileError(f"{label}: Relax main takes {len(params)} inputs, the model has {len(inputs)}")
+    for spec, p in zip(inputs, params):
+        spec["relax_name"] = str(getattr(p, "name_hint", None) or getattr(p, "name", ""))
+    try:
+        return relax.transform.DecomposeOpsForInference()(mod)
+    except Exception as exc:  # noqa: BLE001
+        raise TVMCompileError(f"{label}: TVM could not prepare the module: {_first_line(exc)}") from exc
+
+
+def ms_fuse_passes(tgt: Any) -> list[Any]:
+    """The passes before MetaSchedule's database lookup (as in ``meta_schedule.relax_integration.
+    compile_relax``): library dispatch, LegalizeOps, fusion. Tasks are extracted after them."""
+    _import_tvm()
+    from tvm import relax
+    from tvm.relax import pipeline as relax_pipeline_mod
+
+    try:
+        dispatch = list(relax_pipeline_mod.library_dispatch_passes(tgt))
+    except (ValueError, AttributeError):
+        dispatch = []
+    return [*dispatch, relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
+            relax.transform.FoldConstant(), relax.transform.FuseOps(), relax.transform.FuseTIR()]
+
+
+def _tuned_pipeline(tgt: Any) -> Any:
+    """Relax pipeline applying a MetaSchedule database (enter the database and the target first):
+    fuse -> ``MetaScheduleApplyDatabase`` -> dlight for untuned GPU functions -> lower/finalize."""
+    tvm = _import_tvm()
+    from tvm import relax
+    from tvm.relax import pipeline as relax_pipeline_mod
+    from tvm.s_tir import dlight as dl
+
+    try:
+        lower = list(relax_pipeline_mod.dataflow_lower_passes(tgt))
+        finalize = list(relax_pipeline_mod.finalize_passes(tgt))
+    except (ValueError, AttributeError):  # CPU backends in 0.27 (the same fallback as compile_relax)
+        lower = [relax.transform.RewriteDataflowReshape(), relax.transform.ToNonDataflow(),
+                 relax.transform.RemovePurityChecking(), relax.transform.CallTIRRewrite()]
+        finalize = [relax.transform.StaticPlanBlockMemory(), relax.transform.LowerAllocTensor(),
+                    relax.transform.KillAfterLastUse(), relax.transform.LowerRuntimeBuiltin(),
+                    relax.transform.ComputePrimValue(), relax.transform.VMShapeLower(),
+                    relax.transform.AttachGlobalSymbol()]
+    gpu = relax_pipeline_mod.BackendDispatcher.is_gpu_target(tgt)
+
+    @tvm.transform.module_pass(opt_level=3)
+    def _pipeline(mod, _ctx):  # noqa: ANN001, ANN202
+        mod = tvm.transform.Sequential(ms_fuse_passes(tgt))(mod)
+        mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
+        if gpu:
+            mod = dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(),
+                                          dl.gpu.GeneralReduction(), dl.gpu.Fallback())(mod)
+        return tvm.transform.Sequential(lower + finalize)(mod)
+
+    return _pipeline
+
+
+def open_tuning_db(path: str | os.PathLike[str]) -> Any:
+    """The MetaSchedule ``JSONDatabase`` in ``path`` (``database_workload.json`` +
+    ``database_tuning_record.json``); :class:`TVMCompileError` if it is not there."""
+    _import_tvm()
+    from tvm.s_tir import meta_schedule as ms
+
+    root = Path(path)
+    wl, rec = root / "database_workload.json", root / "database_tuning_record.json"
+    if not wl.is_file() or not rec.is_file():
+        raise TVMCompileError(f"{root} is not a tuning database (needs database_workload.json and "
+                              "database_tuning_record.json; create one with `onnxsplit tune`)")
+    return ms.database.JSONDatabase(str(wl), str(rec), allow_missing=False)
+
+
 def compile_half(
     model: onnx.ModelProto | str | os.PathLike[str],
     target: Any,
@@ -530,9 +618,13 @@ def compile_half(
     *,
     name: str,
     cc: str | None = None,
+    tuning_db: str | os.PathLike[str] | None = None,
 ) -> CompiledArtifact:
     """Compile ``model`` for ``target`` (a :class:`~onnxsplit.targets.Target`, a target name, or a TVM
-    target dict) into ``out_dir/<name>.so`` + ``out_dir/<name>.json``. See the module docstring."""
+    target dict) into ``out_dir/<name>.so`` + ``out_dir/<name>.json``. See the module docstring.
+
+    ``tuning_db``: a MetaSchedule JSON database folder (``onnxsplit tune``): its best schedules
+    replace the default ones for the workloads it holds (``artifact.tuning`` says how many)."""
     tvm_dict, target_name = _target_dict_and_name(target)
     label = f"{name} ({target_name or tvm_dict.get('kind')})"
     cc = cc or export_compiler(tvm_dict, label=f"the '{name}' library for {target_name or json.dumps(tvm_dict)}")
@@ -543,27 +635,36 @@ def compile_half(
     tvm = _import_tvm()
     from tvm import relax
 
-    _check_supported_ops(model, label)
+    database = open_tuning_db(tuning_db) if tuning_db is not None else None
     t0 = time.perf_counter()
-    mod = _import_relax(model, inputs, label)
-    params = list(mod["main"].params)
-    if len(params) != len(inputs):  # pragma: no cover - importer contract
-        raise TVMCompileError(f"{label}: Relax main takes {len(params)} inputs, the model has {len(inputs)}")
-    for spec, p in zip(inputs, params):
-        spec["relax_name"] = str(getattr(p, "name_hint", None) or getattr(p, "name", ""))
+    mod = import_half(model, inputs, label)
+    tuning: dict[str, Any] | None = None
     try:
-        mod = relax.transform.DecomposeOpsForInference()(mod)
         tgt = tvm.target.Target(tvm_dict)
         relax_ops, compute = _relax_summary(mod)
-        # the pipeline tvm.compile would choose (relax.build): per-target default for GPUs
-        pipeline = None
-        if "gpu" in list(tgt.keys):
-            with contextlib.suppress(ValueError, AttributeError):
-                pipeline = relax.get_default_pipeline(tgt)
-        if pipeline is None:
-            pipeline = relax.get_pipeline("default")
-        with tgt:
-            lowered = pipeline(mod)
+        if database is not None:
+            from tvm.s_tir import meta_schedule as ms
+
+            with tgt:
+                fused = tvm.transform.Sequential(ms_fuse_passes(tgt))(mod)
+            tasks = ms.relax_integration.extract_tasks(fused, tgt)
+            # tasks with at least one measured record (workloads alone are committed before measuring)
+            tuned = sum(1 for t in tasks
+                        if any(database.query_tuning_record(m, tgt, t.task_name) is not None for m in t.dispatched))
+            tuning = {"database": str(Path(tuning_db)), "records": len(database), "tasks": len(tasks),
+                      "tuned_tasks": tuned}
+            with tgt, database, tvm.transform.PassContext(opt_level=3):
+                lowered = _tuned_pipeline(tgt)(mod)
+        else:
+            # the pipeline tvm.compile would choose (relax.build): per-target default for GPUs
+            pipeline = None
+            if "gpu" in list(tgt.keys):
+                with contextlib.suppress(ValueError, AttributeError):
+                    pipeline = relax.get_default_pipeline(tgt)
+            if pipeline is None:
+                pipeline = relax.get_pipeline("default")
+            with tgt:
+                lowered = pipeline(mod)
         tir_int8 = _tir_int8_multiplies(lowered)
         ex = tvm.compile(lowered, target=tgt, relax_pipeline=None)
     except OnnxSplitError:
@@ -603,6 +704,7 @@ def compile_half(
         size_bytes=so.stat().st_size,
         int8_details=int8_details,
         cuda_kernels=cuda_kernels,
+        tuning=tuning,
     )
     tmp_json = out_dir / f".{name}.json.tmp"
     tmp_json.write_text(json.dumps(art.to_json(), indent=2) + "\n")
@@ -1081,6 +1183,7 @@ def compile_bundle(
     emulate: bool = False,
     seed: int = 0,
     errors: str = "raise",
+    tuning_db: str | os.PathLike[str] | Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Compile both halves of a split folder (``onnxsplit split`` output) with TVM.
 
@@ -1096,6 +1199,10 @@ def compile_bundle(
     half gets the edge half's onnxruntime outputs as its boundary inputs. ``errors="record"`` puts
     a failing side's one-line error into ``{"error": ...}`` instead of raising (the other side is
     still compiled); the manifest itself is not touched here.
+
+    ``tuning_db``: MetaSchedule databases (``onnxsplit tune``) to apply: ``{"edge": DIR, "cloud": DIR}``,
+    or one folder that holds ``edge/`` and/or ``cloud/`` databases (e.g. ``OUT/tuning``), or one
+    database folder used for both sides. A side compiled with a database gets a ``"tuning"`` entry.
     """
     root = Path(bundle_dir)
     if not (root / "manifest.json").is_file():
@@ -1109,16 +1216,17 @@ def compile_bundle(
     edge_feeds, cloud_feeds = _side_feeds(models["edge"], models["cloud"], seed) if validate else (None, None)
     feeds = {"edge": edge_feeds, "cloud": cloud_feeds}
     targets = {"edge": edge_target, "cloud": cloud_target}
+    dbs = _side_tuning_dbs(tuning_db)
     out: dict[str, Any] = {}
     for side in ("edge", "cloud"):
         model = models[side]
-        if model is None:
+        if model is None or targets[side] is None:  # no half, or a side the caller does not compile
             out[side] = None
             continue
         final = root / side / "tvm"
         tmp = Path(tempfile.mkdtemp(prefix=".tvm.tmp-", dir=root / side))
         try:
-            art = compile_half(model, targets[side], tmp, name="model")
+            art = compile_half(model, targets[side], tmp, name="model", tuning_db=dbs[side])
             validated = (validate_artifact(art, model, feeds[side], emulate=emulate) if validate
                          else {"elf": art.machine, "numerics_skipped": "validation disabled"})
             if final.exists():
@@ -1143,5 +1251,21 @@ def compile_bundle(
             "compile_seconds": round(art.compile_seconds, 3),
             "size_bytes": art.size_bytes,
             "validated": validated,
+            **({"tuning": art.tuning} if art.tuning else {}),
         }
     return out
+
+
+def _side_tuning_dbs(tuning_db: Any) -> dict[str, Path | None]:
+    if tuning_db is None:
+        return {"edge": None, "cloud": None}
+    if isinstance(tuning_db, Mapping):
+        return {s: (Path(tuning_db[s]) if tuning_db.get(s) else None) for s in ("edge", "cloud")}
+    root = Path(tuning_db)
+    if (root / "database_workload.json").is_file():
+        return {"edge": root, "cloud": root}
+    sides = {s: (root / s if (root / s / "database_workload.json").is_file() else None) for s in ("edge", "cloud")}
+    if not any(sides.values()):
+        raise TVMCompileError(f"{root}: no tuning database there (expected database_*.json, or edge/ and cloud/ "
+                              "folders holding them; create them with `onnxsplit tune`)")
+    return sides

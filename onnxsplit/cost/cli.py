@@ -144,8 +144,23 @@ def cmd_cost_model_fit(args: argparse.Namespace) -> int:
             prov[key] = v
     from ..profile import read_profile_csv
 
+    if not args.data and not args.from_tuning_db:
+        raise UsageError("give profile CSV file(s) and/or --from-tuning-db DIR")
     rows = [r for path in args.data for r in read_profile_csv(path)]
     prov.setdefault("data_files", [Path(p).name for p in args.data])
+    if args.from_tuning_db:
+        # MetaSchedule records: the best measured schedule of each TIR workload as a per-kernel row
+        # (runtime "tvm"; features approximated from the TIR: see onnxsplit.compile.tune)
+        from ..compile.tune import kernel_rows_from_tuning_db
+
+        for d in args.from_tuning_db:
+            tuning_rows = kernel_rows_from_tuning_db(d, target=target.name, precision=precision)
+            if not tuning_rows:
+                raise UsageError(f"--from-tuning-db {d}: no successful tuning records there")
+            rows.extend(tuning_rows)
+        prov.setdefault("tuning_dbs", [str(d) for d in args.from_tuning_db])
+        if args.runtime is None and not args.data:
+            args.runtime = "tvm"
     model = fit_profile(rows, target=target.name, runtime=args.runtime, precision=precision,
                         holdout_fraction=args.holdout, seed=args.seed, stat=args.stat, provenance=prov,
                         version=args.version)
@@ -255,7 +270,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f = cms.add_parser("fit", help="fit a cost model from a profile CSV",
                        description="Fit per-op-family non-negative linear latency coefficients (NNLS) from "
                        "`onnxsplit profile` measurements; writes cost_models/<target>/<runtime>-<precision>.json.")
-    f.add_argument("data", nargs="+", help="CSV file(s) written by `onnxsplit profile`")
+    f.add_argument("data", nargs="*", help="CSV file(s) written by `onnxsplit profile`")
+    f.add_argument("--from-tuning-db", action="append", metavar="DIR",
+                   help="add the best record of each workload of a MetaSchedule database (`onnxsplit tune`: "
+                        "OUT/tuning/<side>) as per-kernel rows, runtime tvm (repeatable)")
     f.add_argument("--target", required=True, help="target the measurements are for")
     f.add_argument("--runtime", choices=[r for r in RUNTIMES], help="runtime (default: the one in the data)")
     f.add_argument("--precision", default="fp32", choices=list(PRECISIONS))
