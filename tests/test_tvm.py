@@ -59,23 +59,11 @@ def host_x86_target() -> dict:
     return t if not tvm_backend.missing_cpu_features(t) else GENERIC_X86
 
 
-def qdq_quantize(model: onnx.ModelProto, work: Path) -> onnx.ModelProto:
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+def qdq_quantize(model: onnx.ModelProto, work: Path) -> onnx.ModelProto:  # noqa: ARG001 - work kept for callers
+    """Static QDQ int8 (the profiler's quantizer: MinMax, per-channel int8 weights, uint8 activations)."""
+    from onnxsplit.profile import quantize_qdq as _quantize
 
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = iter([random_feeds(model, seed=i) for i in range(4)])
-
-        def get_next(self):  # noqa: ANN201
-            return next(self.it, None)
-
-    src, dst = work / "fp32.onnx", work / "qdq.onnx"
-    onnx.save(model, src)
-    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=CalibrationMethod.MinMax)
-    return onnx.load(str(dst))
+    return _quantize(model, n_calibration=4)
 
 
 # ------------------------------------------------------------------------------ host x86
