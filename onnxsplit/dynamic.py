@@ -23,9 +23,11 @@ the answer (bit-identical with onnxruntime optimizations off). Requests are neve
 plan fails in any way (including a 4xx configuration error) the request is re-run on the
 all-edge plan locally and the result says ``fallback=True``; after such a failure the cloud is
 avoided for ``cooldown_s``. When the chosen plan sends nothing (all-edge) the estimate would go
-stale: every ``probe_interval_s`` a background probe (one real round trip of zero-filled boundary
-tensors of the smallest plan that moves at least ``min_bytes``) refreshes it; ``probe()`` runs one
-synchronously (done on start when ``probe_on_start``). Thread-safe: the estimator is locked and
+stale: every ``probe_interval_s`` a background probe refreshes it: ``probe_bytes`` zero bytes
+POSTed to the ``/v2/onnxsplit/probe`` endpoint of the onnxsplit server (no compute on either side;
+the sample is ``8 * probe_bytes / (round trip - rtt)``), or, for a server without that endpoint
+(Triton), one real round trip of zero-filled boundary tensors of the smallest plan that moves at
+least ``min_bytes``. ``probe()`` runs one synchronously (done on start when ``probe_on_start``). Thread-safe: the estimator is locked and
 EdgeRunners are shareable between threads.
 """
 
@@ -129,7 +131,7 @@ class DynamicRunner:
     def __init__(self, bundle: str | Path | DynamicBundle, servers: str | Mapping[int, str] | None, *,
                  estimator: BandwidthEstimator | None = None, plans: list[int] | None = None,
                  cooldown_s: float = 5.0, probe_on_start: bool = True, probe_interval_s: float = 2.0,
-                 force_plan: int | None = None, **runner_kwargs: Any):
+                 force_plan: int | None = None, probe_bytes: int = 64 * 1024, **runner_kwargs: Any):
         from .runtime import EdgeRunner
 
         self.bundle = bundle if isinstance(bundle, DynamicBundle) else load_dynamic_bundle(bundle)
@@ -143,6 +145,8 @@ class DynamicRunner:
         self.cooldown_s = cooldown_s
         self.probe_interval_s = probe_interval_s
         self.force_plan = force_plan
+        self.probe_bytes = int(probe_bytes)
+        self._probe_endpoint = True  # until a server answers 404 to it
         self._down_until = 0.0
         self._probe_lock = threading.Lock()
         self._probing = False
@@ -183,6 +187,15 @@ class DynamicRunner:
         if k is None:
             return self.estimator.mbps
         r = self.runners[k]
+        if self._probe_endpoint and self.probe_bytes >= self.estimator.min_bytes:
+            from .runtime.client import RemoteError
+
+            try:
+                return self.estimator.update(self.probe_bytes, r.probe_network(self.probe_bytes))
+            except RemoteError as exc:
+                if exc.status not in (404, 405):
+                    raise
+                self._probe_endpoint = False  # not an onnxsplit server: probe with real tensors
         from .runtime.protocol import np_dtype
 
         tensors = {t.name: np.zeros([d or 1 for d in t.shape], dtype=np_dtype(t.datatype)) for t in r.bundle.cloud_inputs}

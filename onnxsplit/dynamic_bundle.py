@@ -41,7 +41,7 @@ WEIGHTS_NOTE = (
 )
 
 __all__ = ["SCHEMA", "PolicyEntry", "DynamicBundle", "build_policy", "distinct_plans",
-           "write_dynamic_bundle", "load_dynamic_bundle", "plan_kind"]
+           "write_dynamic_bundle", "load_dynamic_bundle", "plan_kind", "policy_from_predictions"]
 
 
 def build_policy(
@@ -147,6 +147,8 @@ def write_dynamic_bundle(
     extra_plans: Sequence[Sequence[str]] = (),
     predicted: Any = None,
     settings: dict | None = None,
+    quantized_plans: Sequence[tuple[str, Any, dict, dict[str, float] | None]] = (),
+    quantized_policy: bool = False,
 ) -> dict:
     """Write every distinct plan of ``table`` (+ all-edge, all-cloud, ``extra_plans``) as
     ``OUT/plans/<k>/`` bundles, ``OUT/policy.json`` and ``OUT/manifest.json``; returns the manifest.
@@ -154,6 +156,19 @@ def write_dynamic_bundle(
     ``predicted``: optional ``(problem, link, objective)`` to record each plan's predicted latency
     at the grid bandwidths (``predicted_ms`` in the manifest). ``verify``: check each split is
     bit-identical to the model (onnxruntime, optimizations off, random input).
+
+    ``quantized_plans``: extra plans with an int8 edge half, each ``(label, QuantizedSplit,
+    quantization block, predicted_ms or None)`` (what :func:`onnxsplit.quant.budget.quantize_for_split`
+    returns, plus a label); they get the ids after the fp32 plans, ``"precision": "int8"`` and are
+    never in the policy table (the table is the fp32 sweep) -- benchmarks force them by id. They are
+    approximations of the model (int8), so they are not checked for bit-exactness.
+
+    ``quantized_policy=True`` makes the quantized plans whose block says ``"within_budget": true``
+    part of the policy (batch size 1 only; needs ``predicted`` and a predicted_ms for every
+    quantized plan): at each grid bandwidth the plan with the lowest predicted latency among the
+    fp32 plans and those int8 plans wins (ties: fewer uplink bytes), and a switch takes effect from
+    the first grid point where the new plan wins (:func:`policy_from_predictions`). Int8 plans
+    without that flag (e.g. a post-hoc quantized baseline) are written but never chosen.
     """
     from .bundle import atomic_output_dir, save_model, sha256_file, versions, write_manifest
     from .runtime_ort import random_feeds
@@ -171,6 +186,24 @@ def write_dynamic_bundle(
     feeds = random_feeds(graph.model, seed=0) if verify else None
     stem = Path(source).stem if source else "model"
     entries = []
+    def write_plan(tmp: Path, k: int, halves: Any, request: dict, extra: dict) -> int:
+        """plans/<k>/ as a regular split bundle; returns its size in bytes."""
+        pdir = tmp / "plans" / str(k)
+        files = {side: save_model(m, pdir / side / "model.onnx") for side, m in (("edge", halves.edge), ("cloud", halves.cloud))
+                 if m is not None}
+        write_manifest(pdir, {
+            "kind": "split",
+            "name": f"{stem}-p{k}-cloud",
+            "source": {"path": Path(source).name if source else "model.onnx",
+                       "sha256": sha256_file(Path(source)) if source and Path(source).is_file() else None},
+            "input_shapes": {n: list(graph.tensors[n].shape or ()) for n in graph.inputs},
+            "request": {"dynamic_plan": k, **request},
+            "plan": halves.describe(),
+            "models": {side: f"{side}/model.onnx" for side in files},
+            **extra,
+        })
+        return sum(p.stat().st_size for p in pdir.rglob("*") if p.is_file())
+
     with atomic_output_dir(out, force=force) as tmp:
         for k, edge_names in enumerate(plans):
             parts = split_model(graph, set(edge_names))
@@ -178,36 +211,44 @@ def write_dynamic_bundle(
                 bad = [d for d in check_split(graph.model, parts, feeds, optimize=False) if not d.identical]
                 if bad:
                     raise UsageError(f"plan {k}: output '{bad[0].name}' differs after recombination")
-            pdir = tmp / "plans" / str(k)
-            files = {}
-            for side, m in (("edge", parts.edge), ("cloud", parts.cloud)):
-                if m is not None:
-                    files[side] = save_model(m, pdir / side / "model.onnx")
-            write_manifest(pdir, {
-                "kind": "split",
-                "name": f"{stem}-p{k}-cloud",
-                "source": {"path": Path(source).name if source else "model.onnx",
-                           "sha256": sha256_file(Path(source)) if source and Path(source).is_file() else None},
-                "input_shapes": {n: list(graph.tensors[n].shape or ()) for n in graph.inputs},
-                "request": {"dynamic_plan": k},
-                "plan": parts.describe(),
-                "models": {side: f"{side}/model.onnx" for side in files},
-            })
-            size = sum(p.stat().st_size for p in pdir.rglob("*") if p.is_file())
+            size = write_plan(tmp, k, parts, {}, {})
             entry = {
                 "id": k, "path": f"plans/{k}", "kind": plan_kind(len(edge_names), len(node_names)),
-                "edge_nodes": len(edge_names), "cloud_nodes": len(node_names) - len(edge_names),
+                "precision": "fp32", "edge_nodes": len(edge_names), "cloud_nodes": len(node_names) - len(edge_names),
                 "uplink_bytes": parts.boundary_nbytes, "size_bytes": size,
                 "edge_node_names": list(edge_names),
             }
             if predicted is not None:
                 entry["predicted_ms"] = _predicted(predicted, edge_names, table.bandwidths_mbps)
             entries.append(entry)
+        for j, (label, qs, qblock, qpred) in enumerate(quantized_plans):
+            k = len(plans) + j
+            size = write_plan(tmp, k, qs, {"label": label}, {"quantization": qblock})
+            entry = {
+                "id": k, "path": f"plans/{k}", "kind": plan_kind(len(qs.edge_nodes), len(node_names)),
+                "precision": qs.edge_precision, "label": label,
+                "edge_nodes": len(qs.edge_nodes), "cloud_nodes": len(node_names) - len(qs.edge_nodes),
+                "uplink_bytes": int(qs.wire_nbytes), "size_bytes": size,
+                "edge_node_names": list(qs.edge_nodes),
+            }
+            if qpred is not None:
+                entry["predicted_ms"] = dict(qpred)
+            entries.append(entry)
         policy_rows = [{"batch_size": r.batch_size, "from_mbps": r.from_mbps,
                         "to_mbps": r.to_mbps if math.isfinite(r.to_mbps) else None,
                         "plan": index[frozenset(r.plan.edge_node_names)],
                         "predicted_ms": r.plan.total_ms} for r in table.rows]
-        policy = {"objective": table.objective, "algorithm": table.algorithm,
+        algorithm = table.algorithm
+        if quantized_policy and quantized_plans:
+            if tuple(table.batch_sizes) != (1,):
+                raise UsageError("quantized_policy supports batch size 1 only")
+            if predicted is None or any(q[3] is None for q in quantized_plans):
+                raise UsageError("quantized_policy needs predicted latencies for every plan")
+            budgeted = {len(plans) + j for j, q in enumerate(quantized_plans) if (q[2] or {}).get("within_budget") is True}
+            policy_rows = policy_from_predictions([e for e in entries if e["precision"] == "fp32" or e["id"] in budgeted],
+                                                  table.bandwidths_mbps)
+            algorithm = f"{table.algorithm} + int8 plans (lowest predicted latency per grid point)"
+        policy = {"objective": table.objective, "algorithm": algorithm,
                   "batch_sizes": list(table.batch_sizes), "rows": policy_rows,
                   "table": table.to_dict()}
         (tmp / "policy.json").write_text(json.dumps(policy, indent=1) + "\n")
@@ -216,7 +257,7 @@ def write_dynamic_bundle(
             "source": {"path": Path(source).name if source else None},
             "input_shapes": {n: list(graph.tensors[n].shape or ()) for n in graph.inputs},
             "all_edge_plan": 0,
-            "all_cloud_plan": len(plans) - 1,
+            "all_cloud_plan": len(plans) - 1,  # quantized plans (if any) come after it
             "plans": entries,
             "policy": "policy.json",
             "settings": settings or {},
@@ -226,6 +267,32 @@ def write_dynamic_bundle(
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
+
+
+def policy_from_predictions(entries: Sequence[dict], grid: Sequence[float]) -> list[dict]:
+    """Batch-1 policy rows from each plan entry's ``predicted_ms`` (keys ``f"{bw:g}"``): at each
+    grid bandwidth the lowest predicted latency wins (ties: fewer uplink bytes, then lower id);
+    a row starts at the first grid point its plan wins (the first row at 0)."""
+    grid = sorted(float(g) for g in grid)
+    if not grid:
+        raise UsageError("empty bandwidth grid")
+    choice = []
+    for g in grid:
+        key = f"{g:g}"
+        best = min((e for e in entries if key in (e.get("predicted_ms") or {})),
+                   key=lambda e: (e["predicted_ms"][key], e["uplink_bytes"], e["id"]), default=None)
+        if best is None:
+            raise UsageError(f"no plan has a prediction at {key} Mbit/s")
+        choice.append(best)
+    rows: list[dict] = []
+    for i, e in enumerate(choice):
+        if rows and rows[-1]["plan"] == e["id"]:
+            continue
+        if rows:
+            rows[-1]["to_mbps"] = grid[i]
+        rows.append({"batch_size": 1, "from_mbps": 0.0 if not rows else grid[i], "to_mbps": None, "plan": int(e["id"]),
+                     "predicted_ms": float(e["predicted_ms"][f"{grid[i]:g}"])})
+    return rows
 
 
 def _predicted(predicted: Any, edge_names: Sequence[str], grid: Sequence[float]) -> dict[str, float]:

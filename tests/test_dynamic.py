@@ -268,6 +268,84 @@ def test_loopback_dynamic_runner_exact(tiny_dynamic):
         np.testing.assert_array_equal(r.outputs[next(iter(r.outputs))], ref)
 
 
+# ----------------------------------------------------------------------------- int8 plans + probe endpoint
+def test_policy_from_predictions_picks_lowest_and_merges_rows():
+    from onnxsplit.dynamic_bundle import policy_from_predictions
+
+    grid = [1.0, 10.0, 100.0, 1000.0]
+    entries = [
+        {"id": 0, "uplink_bytes": 0, "predicted_ms": {"1": 5.0, "10": 5.0, "100": 5.0, "1000": 5.0}},
+        {"id": 1, "uplink_bytes": 1000, "predicted_ms": {"1": 90.0, "10": 9.0, "100": 3.0, "1000": 2.0}},
+        {"id": 2, "uplink_bytes": 0, "predicted_ms": {"1": 4.0, "10": 4.0, "100": 4.0, "1000": 4.0}},
+        {"id": 3, "uplink_bytes": 500, "predicted_ms": {"1": 50.0, "10": 5.0, "100": 3.0, "1000": 2.0}},
+    ]
+    rows = policy_from_predictions(entries, grid)
+    assert [(r["from_mbps"], r["to_mbps"], r["plan"]) for r in rows] == [(0.0, 100.0, 2), (100.0, None, 3)]
+    assert rows[1]["predicted_ms"] == 3.0  # tie with plan 1 at 100: fewer uplink bytes wins
+    with pytest.raises(onnxsplit.errors.UsageError, match="no plan has a prediction"):
+        policy_from_predictions([{"id": 0, "uplink_bytes": 0, "predicted_ms": {}}], grid)
+
+
+def test_quantized_plan_in_dynamic_policy(tmp_path):
+    from onnxsplit.quant.calib import synthetic_calibration
+    from onnxsplit.quant.quantize import quantize_split
+    from onnxsplit.split import split_model
+
+    graph = onnxsplit.load_graph(str(TINY))
+    table, res = build_policy(graph, edge_factor=200.0, rtt_ms=1.0)
+    qs = quantize_split(split_model(graph, [n.name for n in graph.compute_nodes]), synthetic_calibration(graph, samples=8))
+    assert qs.edge_precision == "int8" and qs.cloud is None
+    grid = [f"{g:g}" for g in table.bandwidths_mbps]
+    fast = {g: 1e-3 for g in grid}  # predicted faster than every fp32 plan everywhere
+    with pytest.raises(onnxsplit.errors.UsageError, match="predicted latencies"):
+        write_dynamic_bundle(graph, table, tmp_path / "bad", source=TINY, quantized_plans=[("int8", qs, {}, fast)],
+                             quantized_policy=True)
+    pred = (res.problem, res.link, res.objective)
+    m = write_dynamic_bundle(graph, table, tmp_path / "nob", source=TINY, predicted=pred,
+                             quantized_plans=[("posthoc", qs, {"edge_precision": "int8"}, fast)], quantized_policy=True)
+    assert m["plans"][-1]["id"] not in {r.plan for r in load_dynamic_bundle(tmp_path / "nob").policy}  # not within budget
+    m = write_dynamic_bundle(graph, table, tmp_path / "q", source=TINY, predicted=pred, quantized_policy=True,
+                             quantized_plans=[("all-edge-int8", qs, {"edge_precision": "int8", "within_budget": True}, fast)])
+    q = m["plans"][-1]
+    assert q["precision"] == "int8" and q["label"] == "all-edge-int8" and q["kind"] == "all-edge"
+    assert m["plans"][m["all_cloud_plan"]]["kind"] == "all-cloud" and m["plans"][0]["precision"] == "fp32"
+    b = load_dynamic_bundle(tmp_path / "q")
+    assert {b.lookup(x) for x in (0.01, 1.0, 1e4)} == {q["id"]}
+    x = np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    import onnxruntime as ort
+
+    ref = ort.InferenceSession(str(TINY), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+    with DynamicRunner(tmp_path / "q", None, probe_on_start=False) as dr:
+        r = dr.infer({"image": x})
+    assert r.plan == q["id"] and not r.fallback
+    got = r.outputs[next(iter(r.outputs))]
+    cos = float((got * ref).sum() / (np.linalg.norm(got) * np.linalg.norm(ref)))
+    assert cos > 0.98, cos
+
+
+@pytest.mark.skipif(not _has_server(), reason="onnxsplit.runtime.server not importable")
+def test_probe_endpoint_and_runner_probe(tiny_dynamic):
+    from onnxsplit.runtime import CloudServer, EdgeRunner, RemoteError
+
+    out, manifest, _ = tiny_dynamic
+    cloud = next(p["id"] for p in manifest["plans"] if p["kind"] == "all-cloud")
+    b = load_dynamic_bundle(out)
+    srv = CloudServer(b.plan_dir(cloud), port=0, max_request_bytes=200_000).start()
+    try:
+        with EdgeRunner(b.plan_dir(cloud), srv.url) as er:
+            assert er.probe_network(150_000) > 0
+            assert er.probe_network(150_000) > 0  # the keep-alive connection stays usable
+            with pytest.raises(RemoteError) as ei:
+                er.probe_network(300_000)
+            assert ei.value.status == 413
+        with DynamicRunner(out, {cloud: srv.url}, plans=[cloud], probe_on_start=False, probe_bytes=64 * 1024) as dr:
+            before = dr.estimator.samples
+            est = dr.probe()
+            assert dr.estimator.samples == before + 1 and est > 0 and dr._probe_endpoint
+    finally:
+        srv.stop()
+
+
 # ----------------------------------------------------------------------------- netns smoke test
 def _netns_skip_reason() -> str | None:
     if sys.platform != "linux":

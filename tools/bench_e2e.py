@@ -1,29 +1,49 @@
-"""End-to-end latency on the netns testbed: baselines vs onnxsplit dynamic vs the measured oracle.
+"""End-to-end latency on the netns testbed: baselines, quantized plans, dynamic, measured oracle.
 
     python tools/bench_e2e.py MODEL --bandwidths 1,5,20,100,1000mbps [--requests N]
-        [--input-shape NAME:1x3x160x160] [--edge-quota 0.5] [--rtt 0ms] [--out DIR]
+        [--input-shape NAME:1x3x160x160] [--edge-quota 0.25] [--calibrate whole-model|none]
+        [--quant | --no-quant] [--trace 1000:6,1:6,...] [--out DIR]
 
-Root only (network namespaces, tc). Steps: predict costs with the host-x86 cost model for both
-sides (edge latencies times ``--edge-factor``, default ``1/edge-quota``), sweep the bandwidth x
-batch policy table, collect the candidate plans (all-edge, all-cloud, the best chain cut
-(Neurosurgeon, algorithm ``chain``) and fp32 DAG min-cut at each bandwidth, every plan of the
-dynamic policy table) and write them as one dynamic bundle. In the testbed the cloud namespace
-serves every plan (one embedded server per plan, port 9000+k); one long-lived edge worker (CPU
-limited) measures, at each bandwidth in turn, each candidate plan forced and then the dynamic
-runner. The dynamic runner lives across bandwidths, so each bandwidth change happens mid-run and
-its first requests use the stale estimate (they count in its median/p95). The oracle is the best
-measured candidate per bandwidth. Prints a table, predicted vs measured per plan, writes
-``OUT/results.json`` and ``OUT/latency_vs_bandwidth.png`` (when matplotlib is installed).
+Root only (network namespaces, tc; see tools/testbed/netns.py). Steps:
 
-Hook for quantized variants: ``--extra-bundle NAME=DIR`` (repeatable) adds a bundle written by
-``onnxsplit split`` (e.g. an int8 one) as one more forced candidate.
+1. **Testbed**: cloud namespace on core 1 (onnxruntime, 1 thread), edge namespace on core 0 with a
+   CFS quota of ``--edge-quota`` CPUs per 10 ms period (a weaker device: 0.25 = 4x slower on
+   CPU-bound work), veth link shaped with netem, or tbf (rate only) where sch_netem is missing.
+2. **Calibration** (``--calibrate whole-model``, the default): the host-x86 cost model gives the
+   per-node *shape* of the costs; their *scale* on each side comes from timing the whole model once
+   in each namespace (fp32 on both sides, int8 on the edge), as a deployment would on its devices.
+   The per-request fixed cost of the hand-off (HTTP + (de)serialization + the server's wake-up) is
+   measured with a 4-byte request to a tiny model served from the cloud namespace and becomes the
+   link's ``per_request_ms``. ``--calibrate none``: edge costs x ``1/edge-quota``, cloud x 1, no
+   per-request cost (what the previous version of this benchmark did).
+3. **Plans** at each bandwidth: all-edge, all-cloud, the best chain cut (Neurosurgeon, algorithm
+   ``chain``), the fp32 DAG min-cut (DADS/QDMP), that min-cut with its edge half quantized to int8
+   afterwards (post-training, every edge node), onnxsplit's quantization-aware plan
+   (:func:`onnxsplit.quant.budget.select_quantized_plan`: int8 candidates costed with the int8 edge
+   model, accuracy budget ``--max-accuracy-drop`` checked on held-out calibration samples), every
+   plan of the dynamic policy table, written as one dynamic bundle. With ``--quant`` the int8 plans
+   are part of the dynamic policy (at each grid bandwidth the lowest predicted latency among the fp32
+   sweep's plans and the int8 plans, which already met the accuracy budget or are the post-hoc
+   baseline; see :func:`onnxsplit.dynamic_bundle.policy_from_predictions`).
+4. **Static cells**: at each bandwidth each candidate plan is forced for ``--requests`` requests
+   (1 warm-up; at most ``--budget-s`` seconds, at least 3 requests), then the dynamic runner
+   (bandwidth estimator + policy table) is measured; it lives across bandwidths, so each change
+   happens mid-run with a stale estimate at first. The **measured oracle** is the best measured
+   candidate per bandwidth; ``onnxsplit / oracle`` is printed per bandwidth (goal: <= 1.05).
+5. **Trace** (``--trace``, e.g. ``1000:6,1:6,100:6``: Mbit/s:seconds): for every candidate plan
+   and for dynamic, requests run back to back while the link follows the schedule; mean / median /
+   p95 latency and completed requests are reported per method; "best static" is the candidate with
+   the lowest mean latency on the trace (goal: dynamic below it).
+
+Prints the tables, writes ``OUT/results.json``, ``OUT/table.md`` and ``OUT/latency_vs_bandwidth.png``
+(when matplotlib is installed).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import os
 import select
 import subprocess
 import sys
@@ -35,25 +55,82 @@ sys.path.insert(0, str(ROOT))
 
 
 def parse_bw(s: str) -> list[float]:
-    from onnxsplit.units import parse_bandwidth  # type: ignore[attr-defined]
+    from onnxsplit.units import parse_bandwidth_mbps
 
-    return [parse_bandwidth(x) for x in s.split(",") if x]
+    return [parse_bandwidth_mbps(x if any(c.isalpha() for c in x) else x + "mbps") for x in s.split(",") if x.strip()]
 
 
-def _parse_bw_fallback(s: str) -> list[float]:
+def parse_trace(s: str) -> list[tuple[float, float]]:
+    """``"1000:6,1:6"`` -> [(1000.0 Mbit/s, 6.0 s), (1.0, 6.0)]."""
     out = []
-    for x in s.split(","):
-        x = x.strip().lower()
-        for suf, f in (("gbps", 1000.0), ("mbps", 1.0), ("kbps", 1e-3)):
-            if x.endswith(suf):
-                out.append(float(x[: -len(suf)]) * f)
-                break
-        else:
-            out.append(float(x))
+    for part in s.split(","):
+        if not part.strip():
+            continue
+        bw, _, dur = part.partition(":")
+        if not dur:
+            raise ValueError(f"trace step {part!r}: expected MBPS:SECONDS")
+        out.append((parse_bw(bw)[0], float(dur)))
+    if not out:
+        raise ValueError("empty --trace")
     return out
 
 
-# ------------------------------------------------------------------------------------- worker
+def _shapes(specs: list[str]) -> dict[str, tuple[int, ...]]:
+    shapes = {}
+    for s in specs:
+        n, _, dims = s.rpartition(":")
+        shapes[n] = tuple(int(d) for d in dims.split("x"))
+    return shapes
+
+
+# ----------------------------------------------------------------------- inside the namespaces
+def time_models(args: argparse.Namespace) -> int:
+    """Median onnxruntime latency (1 thread, default optimizations) of each model file, as JSON."""
+    import numpy as np
+
+    from onnxsplit.runtime_ort import make_session, random_feeds
+
+    out = {}
+    for path in args.time_models:
+        import onnx
+
+        model = onnx.load(path)
+        sess = make_session(model, optimize=True, threads=1)
+        feeds = random_feeds(model, seed=0)
+        for _ in range(3):
+            sess.run(None, feeds)
+        lat, end = [], time.monotonic() + args.min_s
+        while len(lat) < args.requests or time.monotonic() < end:
+            t0 = time.perf_counter()
+            sess.run(None, feeds)
+            lat.append((time.perf_counter() - t0) * 1e3)
+            if len(lat) >= 3 and time.monotonic() > end + 30:
+                break
+        out[path] = {"median_ms": float(np.median(lat)), "n": len(lat)}
+    print(json.dumps(out), flush=True)
+    return 0
+
+
+def ping(args: argparse.Namespace) -> int:
+    """Per-request fixed cost: median round trip of a 4-byte request through the real client."""
+    import numpy as np
+
+    from onnxsplit.runtime import EdgeRunner
+
+    r = EdgeRunner(args.bundle, args.urls, retries=1, timeout=30.0)
+    x = {t.name: np.zeros([d or 1 for d in t.shape], dtype=np.float32) for t in r.bundle.cloud_inputs}
+    for _ in range(3):
+        r.cloud_infer(x)
+    tot = []
+    for _ in range(args.requests):
+        t0 = time.perf_counter()
+        r.cloud_infer(x)
+        tot.append((time.perf_counter() - t0) * 1e3)
+    r.close()
+    print(json.dumps({"median_ms": float(np.median(tot)), "p95_ms": float(np.percentile(tot, 95)), "n": len(tot)}), flush=True)
+    return 0
+
+
 def worker(args: argparse.Namespace) -> int:
     """Runs in the edge namespace: JSON commands on stdin, JSON answers on stdout."""
     import numpy as np
@@ -63,7 +140,7 @@ def worker(args: argparse.Namespace) -> int:
     urls = {int(k): v for k, v in json.loads(args.urls).items()}
     kw = {"optimize": True, "threads": 1, "timeout": 120.0, "retries": 1}
     dyn = DynamicRunner(args.bundle, urls, estimator=BandwidthEstimator(initial_mbps=10.0, alpha=0.5),
-                        probe_interval_s=0.25, **kw)
+                        probe_interval_s=args.probe_interval_s, **kw)
     forced = {k: DynamicRunner(dyn.bundle, urls, plans=[k], force_plan=k, probe_on_start=False, **kw)
               for k in dyn.runners}
     first = dyn.runners[dyn.bundle.all_edge].bundle
@@ -76,29 +153,50 @@ def worker(args: argparse.Namespace) -> int:
         cmd = json.loads(line)
         if cmd["cmd"] == "quit":
             break
-        runner = dyn if cmd["cmd"] == "dynamic" else forced[int(cmd["plan"])]
-        lat, plans, ests, fb = [], [], [], 0
-        budget_end = time.monotonic() + float(cmd.get("budget_s", 30))
-        min_end = time.monotonic() + float(cmd.get("min_s", 0))
-        i = -1
-        while True:
-            i += 1
-            if i >= int(cmd.get("warmup", 1)) + int(cmd["n"]) and (time.monotonic() >= min_end or time.monotonic() > budget_end):
-                break
-            r = runner.infer(feeds)
-            if i >= int(cmd.get("warmup", 1)):
+        runner = dyn if cmd["cmd"] in ("dynamic", "trace-dynamic") else forced[int(cmd["plan"])]
+        lat, plans, ests, ts, fb = [], [], [], [], 0
+        if cmd["cmd"].startswith("trace"):
+            if cmd["cmd"] != "trace-dynamic":
+                runner.infer(feeds)  # warm-up of the forced plan (connection, sessions)
+            print(json.dumps({"started": True}), flush=True)
+            t_start = time.monotonic()
+            while time.monotonic() - t_start < float(cmd["duration_s"]):
+                r = runner.infer(feeds)
+                ts.append(time.monotonic() - t_start)
                 lat.append(r.timings_ms["total"])
                 plans.append(r.plan)
                 ests.append(r.estimate_mbps)
                 fb += int(r.fallback)
-                if len(lat) >= 3 and time.monotonic() > budget_end:
+        else:
+            budget_end = time.monotonic() + float(cmd.get("budget_s", 30))
+            min_end = time.monotonic() + float(cmd.get("min_s", 0))
+            i = -1
+            while True:
+                i += 1
+                if i >= int(cmd.get("warmup", 1)) + int(cmd["n"]) and (time.monotonic() >= min_end or time.monotonic() > budget_end):
                     break
-        print(json.dumps({"lat": lat, "plans": plans, "est": ests, "fallbacks": fb}), flush=True)
+                r = runner.infer(feeds)
+                if i >= int(cmd.get("warmup", 1)):
+                    lat.append(r.timings_ms["total"])
+                    plans.append(r.plan)
+                    ests.append(r.estimate_mbps)
+                    fb += int(r.fallback)
+                    if len(lat) >= 3 and time.monotonic() > budget_end:
+                        break
+        print(json.dumps({"lat": lat, "plans": plans, "est": ests, "t": ts, "fallbacks": fb}), flush=True)
     return 0
 
 
 def serve(args: argparse.Namespace) -> int:
-    """Runs in the cloud namespace: one embedded server per plan, until stdin closes."""
+    """Runs in the cloud namespace: one embedded server per plan (or one for a plain bundle)."""
+    if args.plain:
+        from onnxsplit.runtime.server import CloudServer
+
+        srv = CloudServer(args.bundle, host=args.host, port=args.port, threads=args.threads).start()
+        print(json.dumps({"url": srv.url}), flush=True)
+        sys.stdin.read()
+        srv.stop()
+        return 0
     from onnxsplit.dynamic import serve_plans
 
     with serve_plans(args.bundle, host=args.host, port=args.port, threads=args.threads) as sp:
@@ -129,6 +227,47 @@ def pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs), q)) if xs else float("nan")
 
 
+def mean(xs: list[float]) -> float:
+    return float(sum(xs) / len(xs)) if xs else float("nan")
+
+
+def _scaled(table, factor: float):  # noqa: ANN001, ANN202 - CostTable -> CostTable
+    return dataclasses.replace(table, latency_ms={k: v * factor for k, v in table.latency_ms.items()},
+                               overhead_ms=table.overhead_ms * factor, total_ms=table.total_ms * factor)
+
+
+def _mask(problem, names) -> "np.ndarray":  # noqa: ANN001, F821
+    import numpy as np
+
+    pos = {n: i for i, n in enumerate(problem.node_names)}
+    m = np.zeros((1, problem.n_nodes), dtype=bool)
+    m[0, [pos[n] for n in names]] = True
+    return m
+
+
+def _latency(problem, link, names) -> float:  # noqa: ANN001
+    from onnxsplit.search.cost import components
+
+    return float(components(problem, _mask(problem, names)).latency_ms(link)[0])
+
+
+def _write_ping_bundle(out: Path) -> Path:
+    """A one-node model (y = x + x, 4-byte input) split all-cloud: the per-request cost probe."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Add", ["x", "x"], ["y"], name="add")], "ping",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    out.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(m, out / "ping.onnx")
+    subprocess.run([sys.executable, "-m", "onnxsplit", "split", str(out / "ping.onnx"), "--at", "0",
+                    "-o", str(out / "ping_bundle"), "--force"], check=True, capture_output=True, cwd=ROOT)
+    return out / "ping_bundle"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("model", nargs="?")
@@ -136,14 +275,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--requests", type=int, default=20)
     ap.add_argument("--budget-s", type=float, default=8.0, help="max seconds per (plan, bandwidth) cell (>= 3 requests)")
     ap.add_argument("--input-shape", action="append", default=[])
-    ap.add_argument("--edge-quota", type=float, default=0.5, help="edge CPU quota in CPUs (cgroup), on core 0")
-    ap.add_argument("--edge-factor", type=float, default=None, help="edge cost-model factor (default 1/edge-quota)")
+    ap.add_argument("--edge-quota", type=float, default=0.25, help="edge CPU quota in CPUs (cgroup, 10 ms period), on core 0")
+    ap.add_argument("--calibrate", choices=["whole-model", "none"], default="whole-model",
+                    help="scale the host-x86 costs by a whole-model timing on each side + measured per-request cost (default)")
+    ap.add_argument("--quant", action=argparse.BooleanOptionalAction, default=True,
+                    help="add the int8 plans (min-cut quantized afterwards, quantization-aware plan); default on")
+    ap.add_argument("--calib", default=None, help="calibration data for the int8 plans (default: 32 random samples)")
+    ap.add_argument("--max-accuracy-drop", default="1%", help="accuracy budget of the quantization-aware plan")
     ap.add_argument("--rtt", type=float, default=0.0, help="added round-trip time in ms (netem only)")
     ap.add_argument("--candidates", default="all", choices=["all", "bottlenecks"])
-    ap.add_argument("--extra-bundle", action="append", default=[], help="NAME=DIR (hook for quantized bundles; not measured yet)")
+    ap.add_argument("--trace", default="", help="bandwidth schedule MBPS:SECONDS,... run for every plan and dynamic")
+    ap.add_argument("--probe-interval-s", type=float, default=1.0, help="dynamic runner's background probe interval")
     ap.add_argument("--out", default="out/bench_e2e")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--ping", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--time-models", nargs="*", help=argparse.SUPPRESS)
+    ap.add_argument("--min-s", type=float, default=2.0, help=argparse.SUPPRESS)
     ap.add_argument("--bundle", help=argparse.SUPPRESS)
     ap.add_argument("--urls", help=argparse.SUPPRESS)
     ap.add_argument("--host", default="127.0.0.1", help=argparse.SUPPRESS)
@@ -154,127 +303,298 @@ def main(argv: list[str] | None = None) -> int:
         return worker(args)
     if args.serve:
         return serve(args)
+    if args.ping:
+        return ping(args)
+    if args.time_models:
+        return time_models(args)
     if not args.model:
         ap.error("MODEL is required")
+    bws = parse_bw(args.bandwidths)
+    trace = parse_trace(args.trace) if args.trace else []
+    if not 0 < args.edge_quota <= 1:
+        ap.error("--edge-quota must be in (0, 1]")
 
     import numpy as np
+    import onnx
 
     import onnxsplit
-    from onnxsplit.dynamic_bundle import build_policy, write_dynamic_bundle
-    from onnxsplit.search import search
     from tools.testbed.netns import Testbed, available
 
     reason = available()
     if reason:
         print(f"bench_e2e: {reason}", file=sys.stderr)
         return 2
-    try:
-        bws = parse_bw(args.bandwidths)
-    except Exception:  # noqa: BLE001
-        bws = _parse_bw_fallback(args.bandwidths)
-    shapes = {}
-    for s in args.input_shape:
-        n, dims = s.split(":")
-        shapes[n] = tuple(int(d) for d in dims.split("x"))
-    factor = args.edge_factor if args.edge_factor is not None else 1.0 / args.edge_quota
     out = Path(args.out)
-    graph = onnxsplit.load_graph(args.model, input_shapes=shapes or None)
-    table, res = build_policy(graph, edge_factor=factor, rtt_ms=args.rtt, candidates=args.candidates,
-                              batch_sizes=(1,))
-    names = res.problem.node_names
-    baseline = {}  # (method, bw) -> edge node names
-    for bw in bws:
-        link = res.link.with_bandwidth(bw)
-        for alg in ("chain", "mincut"):
-            p = search(res.problem, link, res.objective, alg)
-            baseline[(alg, bw)] = tuple(names[i] for i in p.edge_nodes)
-    manifest = write_dynamic_bundle(graph, table, out / "bundle", source=args.model, force=True,
-                                    extra_plans=list(baseline.values()),
-                                    predicted=(res.problem, res.link, res.objective),
-                                    settings={"edge_factor": factor, "edge_quota": args.edge_quota, "rtt_ms": args.rtt})
-    plans = manifest["plans"]
-    pid_of = {frozenset(p["edge_node_names"]): p["id"] for p in plans}
-    print(f"{len(plans)} candidate plans, bundle {manifest['total_size_bytes'] / 1e6:.1f} MB (weights copied per plan)")
-    for p in plans:
-        print(f"  plan {p['id']}: {p['kind']:9s} edge nodes {p['edge_nodes']:4d}  uplink {p['uplink_bytes']:>9d} B")
-
-    results: dict = {"command": " ".join(["python", "tools/bench_e2e.py"] + (argv or sys.argv[1:])),
-                     "plans": plans, "cells": {}, "dynamic": {}}
+    out.mkdir(parents=True, exist_ok=True)
+    graph = onnxsplit.load_graph(args.model, input_shapes=_shapes(args.input_shape) or None)
+    work = out / "work"
+    work.mkdir(exist_ok=True)
+    onnx.save_model(graph.model, work / "model.onnx")
+    results: dict = {"command": " ".join(["python", "tools/bench_e2e.py"] + (argv if argv is not None else sys.argv[1:])),
+                     "cells": {}, "dynamic": {}, "trace": {}}
     py = sys.executable
     env_cmd = ["env", f"PYTHONPATH={ROOT}", "OMP_NUM_THREADS=1"]
+    me = [py, str(ROOT / "tools/bench_e2e.py")]
     with Testbed(edge_cpus="0", cloud_cpus="1", edge_quota=args.edge_quota) as tb:
         results["cpu_mode"] = tb.cpu_mode
-        tb.set_link(bws[0], rtt_ms=args.rtt)
-        srv = tb.spawn_cloud(env_cmd + [py, str(ROOT / "tools/bench_e2e.py"), "--serve", "--bundle", str(out / "bundle"),
-                                        "--host", tb.cloud_ip, "--port", "9000"],
+        results["link_mode"] = tb.set_link(max(bws), rtt_ms=args.rtt)
+        print(f"testbed: edge {tb.cpu_mode}; link {results['link_mode']}", flush=True)
+        calib = calibrate(args, graph, tb, work, env_cmd, me) if args.calibrate == "whole-model" else {
+            "edge_factor": 1.0 / args.edge_quota, "int8_edge_factor": 1.0 / args.edge_quota, "cloud_factor": 1.0,
+            "per_request_ms": 0.0, "method": "none: edge x 1/quota, cloud x 1, no per-request cost"}
+        results["calibration"] = calib
+        plans, res, picks, preds = build_plans(args, graph, bws, calib, out)
+        results["plans"] = plans
+        results["picks"] = {m: {f"{bw:g}": k for bw, k in d.items()} for m, d in picks.items()}
+        srv = tb.spawn_cloud(env_cmd + me + ["--serve", "--bundle", str(out / "bundle"), "--host", tb.cloud_ip, "--port", "9000"],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        urls = _readline(srv, 120)
-        wk = tb.spawn_edge(env_cmd + [py, str(ROOT / "tools/bench_e2e.py"), "--worker", "--bundle", str(out / "bundle"),
-                                      "--urls", json.dumps(urls)],
+        urls = _readline(srv, 300)
+        wk = tb.spawn_edge(env_cmd + me + ["--worker", "--bundle", str(out / "bundle"), "--urls", json.dumps(urls),
+                                           "--probe-interval-s", str(args.probe_interval_s)],
                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        _readline(wk, 300)
+        _readline(wk, 600)
 
-        def ask(cmd: dict) -> dict:
+        def send(cmd: dict) -> None:
             wk.stdin.write(json.dumps(cmd) + "\n")
             wk.stdin.flush()
-            return _readline(wk, 600)
+
+        def ask(cmd: dict) -> dict:
+            send(cmd)
+            return _readline(wk, 900)
 
         for bw in bws:
             mode = tb.set_link(bw, rtt_ms=args.rtt)
-            results.setdefault("link_mode", mode)
             print(f"\n== {bw:g} Mbit/s ({mode})", flush=True)
             d = ask({"cmd": "dynamic", "n": args.requests, "warmup": 0, "budget_s": args.budget_s, "min_s": 1.5})
             results["dynamic"][f"{bw:g}"] = d
             for p in plans:
                 r = ask({"cmd": "fixed", "plan": p["id"], "n": args.requests, "budget_s": args.budget_s})
                 results["cells"][f"{p['id']}@{bw:g}"] = r
-                print(f"  plan {p['id']:2d}: median {pct(r['lat'], 50):9.2f} ms  p95 {pct(r['lat'], 95):9.2f}  "
-                      f"predicted {_pred(res, p, bw):9.2f}  n={len(r['lat'])}", flush=True)
-            print(f"  dynamic: median {pct(d['lat'], 50):9.2f} ms  p95 {pct(d['lat'], 95):9.2f}  plans used {sorted(set(d['plans']))} (n={len(d['lat'])})  "
-                  f"est {[round(e, 1) for e in d['est']][:8]}", flush=True)
-        wk.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
-        wk.stdin.flush()
+                print(f"  plan {p['id']:2d} {p.get('label', p['kind']):>14s}: median {pct(r['lat'], 50):9.2f} ms  "
+                      f"p95 {pct(r['lat'], 95):9.2f}  predicted {preds[p['id']][bw]:9.2f}  n={len(r['lat'])}", flush=True)
+            print(f"  dynamic: median {pct(d['lat'], 50):9.2f} ms  p95 {pct(d['lat'], 95):9.2f}  plans used {sorted(set(d['plans']))} "
+                  f"(n={len(d['lat'])})  est {[round(e, 1) for e in d['est']][:8]}", flush=True)
+        if trace:
+            results["trace_schedule"] = trace
+            for method in [*(p["id"] for p in plans), "dynamic"]:
+                tb.set_link(trace[0][0], rtt_ms=args.rtt)
+                cmd = {"cmd": "trace-dynamic"} if method == "dynamic" else {"cmd": "trace", "plan": method}
+                send({**cmd, "duration_s": sum(s for _, s in trace)})
+                _readline(wk, 900)  # started (after the forced plan's warm-up request)
+                t0 = time.monotonic()
+                for i, (bw, secs) in enumerate(trace):
+                    if i:
+                        tb.set_link(bw, rtt_ms=args.rtt)
+                    time.sleep(max(0.0, t0 + sum(s for _, s in trace[: i + 1]) - time.monotonic()))
+                r = _readline(wk, 900)
+                results["trace"][str(method)] = r
+                print(f"  trace {method!s:>8}: mean {mean(r['lat']):9.2f} ms  median {pct(r['lat'], 50):9.2f}  "
+                      f"p95 {pct(r['lat'], 95):9.2f}  n={len(r['lat'])}  plans {sorted(set(r['plans']))}", flush=True)
+        send({"cmd": "quit"})
         wk.wait(timeout=30)
         srv.stdin.close()
+    report(args, results, plans, picks, preds, bws, trace, out)
+    return 0
 
-    # ----------------------------------------------------------------- table
-    rows = []
-    methods = ["all-edge", "all-cloud", "chain", "mincut", "dynamic", "oracle"]
+
+def calibrate(args, graph, tb, work: Path, env_cmd: list[str], me: list[str]) -> dict:  # noqa: ANN001
+    """Whole-model timings on each side + the per-request cost; returns the scale factors."""
+    import onnx
+
+    from onnxsplit.cost.predict import predict
+    from onnxsplit.profile import quantize_qdq
+
+    fp32 = str(work / "model.onnx")
+    files = [fp32]
+    if args.quant:
+        onnx.save_model(quantize_qdq(graph.model), work / "model_int8.onnx")
+        files.append(str(work / "model_int8.onnx"))
+    opts = ["--requests", "20", "--min-s", "2"]
+    edge = json.loads(tb.exec_edge(env_cmd + me + ["--time-models", *files, *opts], capture=True, timeout=900)
+                      .stdout.strip().splitlines()[-1])
+    cloud = json.loads(tb.exec_cloud(env_cmd + me + ["--time-models", fp32, *opts], capture=True, timeout=900)
+                       .stdout.strip().splitlines()[-1])
+    p32 = predict(graph, "host-x86", "fp32")
+    cal = {
+        "method": "whole-model timing on each side scales the host-x86 per-node predictions; per-request cost from a 4-byte request",
+        "edge_fp32_measured_ms": edge[fp32]["median_ms"], "cloud_fp32_measured_ms": cloud[fp32]["median_ms"],
+        "host_x86_fp32_predicted_ms": p32.total_ms,
+        "edge_factor": edge[fp32]["median_ms"] / p32.total_ms,
+        "cloud_factor": cloud[fp32]["median_ms"] / p32.total_ms,
+    }
+    if args.quant:
+        p8 = predict(graph, "host-x86", "int8")
+        cal.update({"edge_int8_measured_ms": edge[files[1]]["median_ms"], "host_x86_int8_predicted_ms": p8.total_ms,
+                    "int8_edge_factor": edge[files[1]]["median_ms"] / p8.total_ms})
+    bundle = _write_ping_bundle(work)
+    srv = tb.spawn_cloud(env_cmd + me + ["--serve", "--plain", "--bundle", str(bundle), "--host", tb.cloud_ip, "--port", "8999"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    url = _readline(srv, 120)["url"]
+    r = json.loads(tb.exec_edge(env_cmd + me + ["--ping", "--bundle", str(bundle), "--urls", url, "--requests", "50"],
+                                capture=True, timeout=300).stdout.strip().splitlines()[-1])
+    srv.stdin.close()
+    srv.wait(timeout=30)
+    cal["per_request_ms"] = r["median_ms"]
+    cal["per_request_p95_ms"] = r["p95_ms"]
+    print("calibration: " + ", ".join(f"{k} {v:.3g}" for k, v in cal.items() if isinstance(v, float)), flush=True)
+    return cal
+
+
+def build_plans(args, graph, bws: list[float], cal: dict, out: Path):  # noqa: ANN001, ANN201
+    """Policy table + baselines + int8 plans -> one dynamic bundle; returns (plans, res, picks, preds)."""
+    from onnxsplit.cost.predict import predict
+    from onnxsplit.dynamic_bundle import build_policy, write_dynamic_bundle
+    from onnxsplit.search import search
+
+    table, res = build_policy(graph, edge_factor=cal["edge_factor"], cloud_factor=cal["cloud_factor"], rtt_ms=args.rtt,
+                              per_request_ms=cal["per_request_ms"], candidates=args.candidates, batch_sizes=(1,))
+    names = res.problem.node_names
+    base: dict[str, dict[float, tuple[str, ...]]] = {"chain": {}, "mincut": {}}
+    for bw in bws:
+        link = res.link.with_bandwidth(bw)
+        for alg in base:
+            p = search(res.problem, link, res.objective, alg)
+            base[alg][bw] = tuple(names[i] for i in p.edge_nodes)
+    quantized: list = []  # (label, qs, block, predicted)
+    qkey: dict[tuple, int] = {}  # (edge set, excluded set) -> index in quantized
+    qpick: dict[str, dict[float, object]] = {"mincut+int8": {}, "onnxsplit": {}}
+    if args.quant:
+        from onnxsplit.quant.budget import mixed_problem, quantize_for_split, select_quantized_plan
+        from onnxsplit.quant.calib import load_calibration
+        from onnxsplit.quant.metrics import Budget
+        from onnxsplit.quant.quantize import quantize_split
+        from onnxsplit.split import split_model
+
+        f32 = _scaled(res.edge_costs, cal["edge_factor"])
+        i8 = _scaled(predict(graph, "host-x86", "int8"), cal["int8_edge_factor"])
+        data = load_calibration(args.calib, graph, synthetic_samples=32)
+        calib_d, held = data.split(0.25)
+        budget = Budget.parse(args.max_accuracy_drop)
+        grid = [float(g) for g in table.bandwidths_mbps]
+
+        def add(label: str, qs, block: dict, quantized_names) -> int:  # noqa: ANN001
+            key = (frozenset(qs.edge_nodes), frozenset(qs.nodes_to_exclude))
+            if key in qkey and block.get("within_budget") is True:  # same int8 plan, now with its budget check
+                i = qkey[key]
+                old_label, _, _, pred = quantized[i]
+                quantized[i] = (label if old_label == label else f"{old_label}={label}", qs, block, pred)
+            if key not in qkey:
+                mp = mixed_problem(res.problem, graph, f32, i8, quantized=quantized_names)
+                pred = {f"{g:g}": _latency(mp, res.link.with_bandwidth(g), qs.edge_nodes) for g in sorted(set(grid) | set(bws))}
+                qkey[key] = len(quantized)
+                quantized.append((label, qs, block, pred))
+            return qkey[key]
+
+        for bw in bws:
+            edge = base["mincut"][bw]
+            if edge:  # the fp32 min-cut, every edge node quantized afterwards (no accuracy budget)
+                parts = split_model(graph, set(edge))
+                qs = quantize_split(parts, calib_d, boundary_dtype="int8")
+                qpick["mincut+int8"][bw] = add("mincut+int8", qs, {"edge_precision": qs.edge_precision, "boundary_dtype": "int8",
+                                                                   "method": "post-training, all edge nodes"},
+                                               qs.quantized_nodes)
+            else:
+                qpick["mincut+int8"][bw] = ("fp32", edge)
+            r_bw = dataclasses.replace(res, link=res.link.with_bandwidth(bw),
+                                       plan=search(res.problem, res.link.with_bandwidth(bw), res.objective, "mincut"),
+                                       alternatives=())
+            sel = select_quantized_plan(graph, r_bw, calib_d, held, budget, edge_fp32=f32, edge_int8=i8, candidates=3)
+            if sel.chosen.mode == "int8":
+                parts = split_model(graph, set(sel.plan.edge_node_names))
+                qs, block = quantize_for_split(graph, parts, data, budget=budget, nodes_to_exclude=sel.nodes_to_exclude)
+                qpick["onnxsplit"][bw] = add("onnxsplit-int8", qs, block, qs.quantized_nodes)
+            else:
+                qpick["onnxsplit"][bw] = ("fp32", tuple(sel.plan.edge_node_names))
+            print(f"  {bw:g} Mbit/s: quantization-aware choice {sel.chosen.mode} with {len(sel.plan.edge_node_names)} edge nodes",
+                  flush=True)
+    extra = [*base["chain"].values(), *base["mincut"].values(),
+             *(v[1] for d in qpick.values() for v in d.values() if isinstance(v, tuple))]
+    manifest = write_dynamic_bundle(graph, table, out / "bundle", source=args.model, force=True, extra_plans=extra,
+                                    predicted=(res.problem, res.link, res.objective), quantized_plans=quantized,
+                                    quantized_policy=bool(quantized),
+                                    settings={"calibration": cal, "edge_quota": args.edge_quota, "rtt_ms": args.rtt})
+    plans = manifest["plans"]
+    fp32_id = {frozenset(p["edge_node_names"]): p["id"] for p in plans if p["precision"] == "fp32"}
+    n_fp32 = len(fp32_id)
+    picks: dict[str, dict[float, int]] = {
+        "all-edge": {bw: manifest["all_edge_plan"] for bw in bws},
+        "all-cloud": {bw: manifest["all_cloud_plan"] for bw in bws},
+        "chain": {bw: fp32_id[frozenset(base["chain"][bw])] for bw in bws},
+        "mincut": {bw: fp32_id[frozenset(base["mincut"][bw])] for bw in bws},
+    }
+    for m, d in qpick.items():
+        if d:
+            picks[m] = {bw: (fp32_id[frozenset(v[1])] if isinstance(v, tuple) else n_fp32 + int(v)) for bw, v in d.items()}
+    preds: dict[int, dict[float, float]] = {}
+    for p in plans:
+        if p["precision"] == "fp32":
+            preds[p["id"]] = {bw: _latency(res.problem, res.link.with_bandwidth(bw), p["edge_node_names"]) for bw in bws}
+        else:
+            preds[p["id"]] = {bw: float(p["predicted_ms"][f"{bw:g}"]) for bw in bws}
+    print(f"{len(plans)} candidate plans, bundle {manifest['total_size_bytes'] / 1e6:.1f} MB (weights copied per plan)")
+    for p in plans:
+        print(f"  plan {p['id']}: {p.get('label', p['kind']):14s} {p['precision']} edge nodes {p['edge_nodes']:4d}  "
+              f"uplink {p['uplink_bytes']:>9d} B")
+    return plans, res, picks, preds
+
+
+def report(args, results: dict, plans: list[dict], picks: dict, preds: dict, bws: list[float], trace, out: Path) -> None:  # noqa: ANN001
+    cells = results["cells"]
+
+    def med(k: int, bw: float) -> float:
+        return pct(cells[f"{k}@{bw:g}"]["lat"], 50)
+
+    methods = [*picks, "dynamic", "oracle"]
     summary: dict = {m: {} for m in methods}
     for bw in bws:
-        def cell(k: int) -> dict:
-            return results["cells"][f"{k}@{bw:g}"]
-
-        picks = {"all-edge": manifest["all_edge_plan"], "all-cloud": manifest["all_cloud_plan"],
-                 "chain": pid_of[frozenset(baseline[("chain", bw)])], "mincut": pid_of[frozenset(baseline[("mincut", bw)])]}
-        best = min(plans, key=lambda p: pct(cell(p["id"])["lat"], 50))["id"]
-        picks["oracle"] = best
-        for m, k in picks.items():
-            lat = cell(k)["lat"]
-            summary[m][bw] = (pct(lat, 50), pct(lat, 95), k)
+        for m, d in picks.items():
+            lat = cells[f"{d[bw]}@{bw:g}"]["lat"]
+            summary[m][bw] = (pct(lat, 50), pct(lat, 95), d[bw])
+        best = min(plans, key=lambda p: med(p["id"], bw))["id"]
+        lat = cells[f"{best}@{bw:g}"]["lat"]
+        summary["oracle"][bw] = (pct(lat, 50), pct(lat, 95), best)
         d = results["dynamic"][f"{bw:g}"]
         summary["dynamic"][bw] = (pct(d["lat"], 50), pct(d["lat"], 95), sorted(set(d["plans"])))
-    hdr = "| method | " + " | ".join(f"{bw:g} Mbit/s" for bw in bws) + " |"
-    lines = [hdr, "|" + "---|" * (len(bws) + 1)]
+    chosen = "onnxsplit" if "onnxsplit" in summary else "mincut"
+    lines = ["| method | " + " | ".join(f"{bw:g} Mbit/s" for bw in bws) + " |", "|" + "---|" * (len(bws) + 1)]
     for m in methods:
-        cells = []
+        row = []
         for bw in bws:
-            med, p95, k = summary[m][bw]
-            cells.append(f"{med:.1f} / {p95:.1f} (plan {k if not isinstance(k, list) else ','.join(map(str, k))})")
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    pred_lines = ["| plan | kind | edge nodes | uplink B | " + " | ".join(f"{bw:g}: pred / meas" for bw in bws) + " |",
-                  "|" + "---|" * (len(bws) + 4)]
+            v, p95, k = summary[m][bw]
+            row.append(f"{v:.1f} / {p95:.1f} (plan {k if not isinstance(k, list) else ','.join(map(str, k))})")
+        lines.append(f"| {m} | " + " | ".join(row) + " |")
+    ratio = {bw: summary[chosen][bw][0] / summary["oracle"][bw][0] for bw in bws}
+    lines.append(f"| {chosen} / oracle | " + " | ".join(f"{ratio[bw]:.2f}" for bw in bws) + " |")
+    pred_lines = ["| plan | label | precision | edge nodes | uplink B | " + " | ".join(f"{bw:g}: pred / meas" for bw in bws) + " |",
+                  "|" + "---|" * (len(bws) + 5)]
     for p in plans:
-        cells = []
-        for bw in bws:
-            key = f"{p['id']}@{bw:g}"
-            cells.append(f"{_pred(res, p, bw):.1f} / {pct(results['cells'][key]['lat'], 50):.1f}")
-        pred_lines.append(f"| {p['id']} | {p['kind']} | {p['edge_nodes']} | {p['uplink_bytes']} | " + " | ".join(cells) + " |")
-    text = ("latency ms, median / p95 (plan id)\n\n" + "\n".join(lines) + "\n\npredicted vs measured median (ms)\n\n"
-            + "\n".join(pred_lines) + "\n")
+        row = [f"{preds[p['id']][bw]:.1f} / {med(p['id'], bw):.1f}" for bw in bws]
+        pred_lines.append(f"| {p['id']} | {p.get('label', p['kind'])} | {p['precision']} | {p['edge_nodes']} | {p['uplink_bytes']} | "
+                          + " | ".join(row) + " |")
+    cal = results["calibration"]
+    text = (f"edge: {results['cpu_mode']}; link: {results['link_mode']}\n"
+            f"calibration: {json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in cal.items()})}\n\n"
+            "latency ms, median / p95 (plan id)\n\n" + "\n".join(lines)
+            + "\n\npredicted vs measured median (ms)\n\n" + "\n".join(pred_lines) + "\n")
+    if trace:
+        tl = ["| method | mean ms | median ms | p95 ms | requests | plans used |", "|---|---|---|---|---|---|"]
+        tr = results["trace"]
+        static = {int(k): v for k, v in tr.items() if k != "dynamic"}
+        best_static = min(static, key=lambda k: mean(static[k]["lat"]))
+        for k, r in [*sorted(static.items()), ("dynamic", tr["dynamic"])]:
+            label = f"plan {k} ({plans[k].get('label', plans[k]['kind'])})" if k != "dynamic" else "dynamic"
+            if k == best_static:
+                label += " = best static"
+            tl.append(f"| {label} | {mean(r['lat']):.1f} | {pct(r['lat'], 50):.1f} | {pct(r['lat'], 95):.1f} | {len(r['lat'])} | "
+                      f"{','.join(map(str, sorted(set(r['plans']))))} |")
+        sched = ", ".join(f"{bw:g} Mbit/s for {s:g} s" for bw, s in trace)
+        gain = mean(static[best_static]["lat"]) / mean(tr["dynamic"]["lat"])
+        text += (f"\ntrace ({sched}), requests back to back\n\n" + "\n".join(tl)
+                 + f"\n\nbest static mean / dynamic mean = {gain:.2f}x\n")
+        results["trace_summary"] = {"best_static": best_static, "best_static_over_dynamic": gain}
     print("\n" + text)
-    out.mkdir(parents=True, exist_ok=True)
     results["summary"] = {m: {f"{bw:g}": v for bw, v in s.items()} for m, s in summary.items()}
+    results["chosen_over_oracle"] = {f"{bw:g}": r for bw, r in ratio.items()}
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
     (out / "table.md").write_text(text)
     try:
@@ -290,6 +610,7 @@ def main(argv: list[str] | None = None) -> int:
         ax.set_yscale("log")
         ax.set_xlabel("uplink bandwidth (Mbit/s)")
         ax.set_ylabel("median end-to-end latency (ms)")
+        ax.set_title(Path(args.model).name)
         ax.legend()
         fig.tight_layout()
         fig.savefig(out / "latency_vs_bandwidth.png", dpi=120)
@@ -297,18 +618,6 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print("matplotlib is not installed: skipped the PNG plot (pip install matplotlib)")
     print(f"wrote {out / 'results.json'} and {out / 'table.md'}")
-    return 0
-
-
-def _pred(res, plan: dict, bw: float) -> float:  # noqa: ANN001
-    from onnxsplit.search.cost import components
-
-    pos = {n: i for i, n in enumerate(res.problem.node_names)}
-    import numpy as np
-
-    mask = np.zeros((1, res.problem.n_nodes), dtype=bool)
-    mask[0, [pos[n] for n in plan["edge_node_names"]]] = True
-    return float(components(res.problem, mask).latency_ms(res.link.with_bandwidth(bw))[0])
 
 
 if __name__ == "__main__":

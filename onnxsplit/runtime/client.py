@@ -285,6 +285,38 @@ class EdgeRunner:
             doc = {"error": body[:200].decode("utf-8", "replace")}
         return resp.status, doc
 
+    def probe_network(self, nbytes: int) -> float:
+        """POST ``nbytes`` zero bytes to the server's ``/v2/onnxsplit/probe`` endpoint (pooled
+        keep-alive connection); returns the round-trip milliseconds (send + answer; no compute on either side).
+        Raises :class:`RemoteError` when the server has no such endpoint (e.g. Triton: 404)."""
+        import json
+
+        if not self.server_url:
+            raise UsageError("no server URL: this runner runs locally")
+        body = bytes(int(nbytes))
+        conn = self._get_conn()
+        try:
+            t0 = time.perf_counter()
+            conn.request("POST", self._prefix + "/v2/onnxsplit/probe", body=body,
+                         headers={"Content-Type": "application/octet-stream", **self._auth()})
+            resp = conn.getresponse()
+            answer = resp.read()
+            ms = (time.perf_counter() - t0) * 1e3
+            if resp.status != 200:
+                raise RemoteError(f"{self.server_url} answered {resp.status} to the bandwidth probe: "
+                                  f"{_error_message(answer, resp.status)}", resp.status)
+            if json.loads(answer).get("received_bytes") != int(nbytes):
+                raise RemoteError(f"{self.server_url}: probe answer {answer[:100]!r} does not echo {nbytes} bytes", 502)
+            if resp.will_close:
+                conn.close()
+            else:
+                self._put_conn(conn)
+            conn = None
+        finally:
+            if conn is not None:
+                conn.close()
+        return ms
+
     def server_ready(self) -> bool:
         """GET /v2/health/ready; False when the server cannot be reached."""
         try:

@@ -10,6 +10,10 @@ thread-safe). Endpoints:
 ``GET  /v2/models/{name}[/versions/1]/ready``            model readiness
 ``GET  /v2/models/{name}[/versions/1]/config``           Triton-style model config as JSON
 ``POST /v2/models/{name}[/versions/1]/infer``            inference (JSON or binary tensor extension)
+``POST /v2/onnxsplit/probe``                             bandwidth probe: reads and discards the body
+                                                         (at most the request limit), answers
+                                                         ``{"received_bytes": n}`` (onnxsplit extension,
+                                                         used by the dynamic runner's estimator)
 
 Every error is a 4xx/5xx with a one-line JSON body ``{"error": "..."}`` naming the input at fault.
 Inference responses carry the server's own timings in ``parameters``: ``cloud_ms`` (session.run),
@@ -424,6 +428,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(200, {"name": "onnxsplit", "version": __version__, "extensions": ["binary_tensor_data"]})
                 app.stats.record(200)
                 return
+            if rest == ["onnxsplit", "probe"]:
+                self._expect(method, "POST")
+                self._probe()
+                app.stats.record(200)
+                return
             if rest[0] != "models" or len(rest) < 2:
                 raise ProtocolError(f"unknown endpoint {method} {self.path}", 404)
             name, tail = rest[1], rest[2:]
@@ -473,6 +482,29 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_DELETE(self) -> None:  # noqa: N802
         self._route("DELETE")
+
+    def _probe(self) -> None:
+        """Read and discard a Content-Length body (bounded by the request limit)."""
+        cl_text = self.headers.get("Content-Length")
+        try:
+            length = int(cl_text) if cl_text is not None else -1
+        except ValueError:
+            length = -1
+        if length < 0:
+            self.close_connection = True
+            raise ProtocolError(f"probe needs a Content-Length header, got {cl_text!r}", 411)
+        if length > self.server.app.max_request_bytes:
+            self.close_connection = True
+            raise ProtocolError(self._too_large(length), 413)
+        left = length
+        while left > 0:
+            chunk = self.rfile.read(min(left, 65536))
+            if not chunk:
+                self.close_connection = True
+                raise ProtocolError(f"truncated probe body: {length - left} of {length} bytes", 400)
+            left -= len(chunk)
+        self._unread = 0
+        self._send_json(200, {"received_bytes": length})
 
     # ---------------------------------------------------------------- inference
     def _infer(self) -> None:

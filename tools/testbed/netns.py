@@ -13,8 +13,11 @@ on both ends: rate only, no added delay or loss; :attr:`Testbed.link_mode` says 
 
 Edge CPU limit: ``taskset -c <edge_cpus>`` plus a CFS quota of ``edge_quota`` CPUs (cgroup v2
 ``cpu.max`` when the unified hierarchy has the cpu controller, else cgroup v1
-``/sys/fs/cgroup/cpu/<name>/cpu.cfs_quota_us``); a process is put in the group before it execs,
-so all its threads are limited. :attr:`Testbed.cpu_mode` records what applied.
+``/sys/fs/cgroup/cpu/<name>/cpu.cfs_quota_us``) over a CFS period of ``edge_period_ms`` (default
+10 ms: with the kernel's 100 ms default a process that used its quota stalls for up to
+``100 * (1 - quota)`` ms, which turns millisecond inferences into bimodal latencies); a process is
+put in the group before it execs, so all its threads are limited. :attr:`Testbed.cpu_mode`
+records what applied.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ class Testbed:
     """``with Testbed() as tb: tb.set_link(20, rtt_ms=10); tb.spawn_cloud([...]); tb.exec_edge([...])``"""
 
     def __init__(self, tag: str = "", *, edge_cpus: str | None = "0", cloud_cpus: str | None = None,
-                 edge_quota: float | None = None):
+                 edge_quota: float | None = None, edge_period_ms: float = 10.0):
         pid = os.getpid() % 100000
         self.cloud_ns = f"osplit{tag}{pid}c"
         self.edge_ns = f"osplit{tag}{pid}e"
@@ -61,6 +64,9 @@ class Testbed:
         self.edge_dev = f"ose{tag}{pid}"[:15]
         self.cloud_ip, self.edge_ip = CLOUD_IP, EDGE_IP
         self.edge_cpus, self.cloud_cpus, self.edge_quota = edge_cpus, cloud_cpus, edge_quota
+        if not 1.0 <= edge_period_ms <= 1000.0:
+            raise ValueError(f"edge_period_ms must be in [1, 1000], got {edge_period_ms}")
+        self.edge_period_us = int(edge_period_ms * 1000)
         self.procs: list[subprocess.Popen] = []
         self.link_mode = "none"
         self.cpu_mode = "none"
@@ -138,14 +144,16 @@ class Testbed:
             if (v2 / "cgroup.controllers").exists() and "cpu" in (v2 / "cgroup.controllers").read_text().split():
                 cg = v2 / name
                 cg.mkdir()
-                (cg / "cpu.max").write_text(f"{int(self.edge_quota * 100000)} 100000")
-                self.cpu_mode = f"cgroup v2 cpu.max {self.edge_quota:g} CPU"
+                period = self.edge_period_us
+                (cg / "cpu.max").write_text(f"{int(self.edge_quota * period)} {period}")
+                self.cpu_mode = f"cgroup v2 cpu.max {self.edge_quota:g} CPU per {period / 1000:g} ms"
             elif (v1 / "cpu.cfs_quota_us").exists():
                 cg = v1 / name
                 cg.mkdir()
-                (cg / "cpu.cfs_period_us").write_text("100000")
-                (cg / "cpu.cfs_quota_us").write_text(str(int(self.edge_quota * 100000)))
-                self.cpu_mode = f"cgroup v1 cfs quota {self.edge_quota:g} CPU"
+                period = self.edge_period_us
+                (cg / "cpu.cfs_period_us").write_text(str(period))
+                (cg / "cpu.cfs_quota_us").write_text(str(int(self.edge_quota * period)))
+                self.cpu_mode = f"cgroup v1 cfs quota {self.edge_quota:g} CPU per {period / 1000:g} ms"
             else:
                 self.cpu_mode = "no cpu cgroup available: quota not applied"
                 return
@@ -183,6 +191,9 @@ class Testbed:
 
     def exec_edge(self, cmd: list[str], *, capture: bool = False, timeout: float = 60) -> subprocess.CompletedProcess:
         return subprocess.run(self.edge_cmd(cmd), capture_output=capture, text=True, timeout=timeout, check=True)
+
+    def exec_cloud(self, cmd: list[str], *, capture: bool = False, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run(self.cloud_cmd(cmd), capture_output=capture, text=True, timeout=timeout, check=True)
 
     def wait_port(self, ip: str, port: int, timeout_s: float = 30.0) -> bool:
         """Poll a TCP port from the edge namespace (bounded by ``timeout_s``)."""
