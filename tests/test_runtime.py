@@ -238,6 +238,31 @@ def test_quantization_manifest_fields_are_read(bundles, tmp_path: Path) -> None:
         load_bundle(dst)
 
 
+def test_int8_quantized_split_served_end_to_end(tmp_path: Path) -> None:
+    """`onnxsplit split --quantize int8`: the boundary travels under its wire name as uint8."""
+    tiny = ROOT / "examples" / "tiny_cnn.onnx"
+    out = tmp_path / "q"
+    assert onnxsplit_main(["split", str(tiny), "--at", "5", "--quantize", "int8", "-o", str(out), "--force"]) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    wire = m["plan"]["boundary"][0]
+    assert wire["wire_name"] != wire["name"] and wire["wire_dtype"] == "uint8"
+    b = load_bundle(out)
+    assert [(t.name, t.datatype) for t in b.cloud_inputs] == [(wire["wire_name"], "UINT8")]
+    assert b.boundary[0].extra["tensor_name"] == wire["name"] and b.boundary_nbytes == wire["wire_nbytes"]
+    srv = CloudServer(out, port=0).start()
+    try:
+        feeds = _feeds(tiny)
+        ref = _reference(tiny, feeds)
+        with EdgeRunner(out, srv.url) as er:
+            r = er.infer(feeds)
+        assert not r.fallback and r.attempts == 1
+        for name, want in ref.items():
+            got = r.outputs[name]
+            assert float((got * want).sum() / (np.linalg.norm(got) * np.linalg.norm(want))) > 0.99
+    finally:
+        srv.stop()
+
+
 def test_json_mode_runner_and_all_edge_bundle(bundles, server, tmp_path: Path) -> None:  # noqa: ANN001
     bundle, model = bundles["resnet"]
     srv = server("resnet")

@@ -267,16 +267,21 @@ def load_bundle(path: str | Path, *, verify_checksums: bool = True) -> Bundle:
     boundary = []
     for i, b in enumerate(plan["boundary"]):
         try:
-            known = {"name", "shape", "dtype", "nbytes", "source", "wire_dtype", "wire_nbytes"}
+            known = {"name", "shape", "dtype", "nbytes", "source", "wire_dtype", "wire_nbytes", "wire_name"}
+            # An encoded boundary (int8/fp16, onnxsplit.quant) travels under its wire name: the edge
+            # model outputs it and the cloud model reads it; the model's own tensor name is kept in
+            # extra["tensor_name"].
+            wire_name = b.get("wire_name") or b["name"]
             spec = BoundarySpec(
-                name=str(b["name"]),
+                name=str(wire_name),
                 shape=tuple(int(d) for d in b["shape"]),
                 dtype=str(b["dtype"]),
                 nbytes=int(b["nbytes"]),
                 source=str(b["source"]),
                 wire_dtype=b.get("wire_dtype"),
                 wire_nbytes=int(b["wire_nbytes"]) if b.get("wire_nbytes") is not None else None,
-                extra={k: v for k, v in b.items() if k not in known},
+                extra={**{k: v for k, v in b.items() if k not in known},
+                       **({"tensor_name": str(b["name"])} if wire_name != b["name"] else {})},
             )
         except (KeyError, TypeError, ValueError):
             raise BundleError(f"{mpath}: plan.boundary[{i}] needs name, shape, dtype, nbytes and source") from None
