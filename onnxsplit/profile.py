@@ -1,6 +1,9 @@
-"""The profiler: time sampled kernels and whole models with onnxruntime, write a CSV.
+"""The profiler: time sampled kernels and whole models with onnxruntime or TVM, write a CSV.
 
-``onnxsplit profile --target host-x86 -o data.csv`` measures *this* machine:
+``onnxsplit profile --target host-x86 -o data.csv`` measures *this* machine with onnxruntime;
+``onnxsplit profile --target T --runtime tvm [--rpc HOST:PORT --device-key KEY] -o data.csv`` times
+TVM builds of the same samples, here or on a board behind a TVM RPC tracker (see *TVM runtime*).
+The samples:
 
 1. **kernels**: a seeded random sample of realistic single-kernel graphs (Conv 3x3/1x1/depthwise
    with BN/activation fusions, ConvTranspose, linear layers, batched MatMul, attention blocks,
@@ -8,7 +11,8 @@
    data movement, Resize), see :func:`sample_kernel_specs`;
 2. **models**: whole models (:mod:`onnxsplit.zoo` models and size variants of them, random DAGs,
    and ResNet/MobileNetV2/VGG-style CNNs at realistic resolutions), see :func:`model_specs`;
-3. an **overhead** row: a one-Identity model (the fixed cost of ``session.run``).
+3. an **overhead** row: a one-Identity model (the fixed cost of ``session.run``; TVM: one ``Neg`` of
+   a 1x1 tensor, as TVM cannot link a library without compute for another ISA).
 
 Every measured graph is described by a JSON ``spec`` from which :func:`build_spec` rebuilds it
 bit-for-bit, so the fitter recomputes kernel features with the current code. ``int8`` rows time the
@@ -27,6 +31,33 @@ round, the lowest over the rounds (a round hit by a burst of background load is 
 samples whose two lowest round medians differ by more than 10% get up to 6 extra rounds.
 Measure on an otherwise idle machine: persistent background load inflates every round.
 
+TVM runtime (``--runtime tvm``; ``--rpc`` implies it): each sample (the int8 ones after the same QDQ
+quantization) is imported with ``tvm.relax.frontend.onnx.from_onnx`` and compiled for the target's
+``[tvm] target`` exactly as ``onnxsplit compile`` builds a half without a tuning database
+(:func:`onnxsplit.compile.tvm_backend.compile_half`: default Relax pipeline, no MetaSchedule tuning,
+library exported with the host ``g++``, ``aarch64-linux-gnu-g++`` for aarch64 and Jetson targets, CUDA
+kernels as source compiled on the device when loaded). Untuned TVM CPU code is often much slower than
+onnxruntime: the CSV measures what ``compile`` ships. Where it runs:
+
+* without ``--rpc``: in this process, only when the target's code runs here (an llvm target of this
+  machine's architecture whose CPU features this CPU has, e.g. ``host-x86``; a CUDA target with a GPU
+  here); otherwise a one-line error asks for ``--rpc``. TVM's thread pool gets ``--threads`` threads
+  (default: the physical cores), the number it really uses is recorded;
+* ``--rpc HOST:PORT --device-key KEY``: through a TVM RPC tracker (on the board:
+  ``python -m tvm.exec.rpc_server --tracker HOST:PORT --key KEY``; only the TVM runtime is needed
+  there). The tracker and the key are checked up front with bounded timeouts
+  (:func:`onnxsplit.compile.tune.check_rpc`), one session is requested for the whole run, every
+  library is uploaded and loaded on the board, device ``cpu`` or ``cuda`` per the target's kind.
+  ``--threads`` can only lower the server's pool (start the server with ``TVM_NUM_THREADS=N``).
+
+Timing uses the same rounds as onnxruntime (lowest per-round median, extra rounds for unstable
+samples), with ``time_evaluator`` on the device's clock (``invoke_stateful`` after ``set_input``):
+per round ``warmup`` untimed runs, a one-run probe, then up to ``reps`` measurements, each the mean
+of ``number`` runs (``number`` chosen so that one measurement lasts >= 0.2 ms; at most 100). A sample
+TVM cannot import, compile or run is skipped with its reason (a ``skipped ...`` line on stderr and
+in :attr:`ProfileResult.skipped`), never written with a made-up latency. Rows have ``runtime = tvm``,
+which ``onnxsplit cost-model fit data.csv --target T`` fits as ``cost_models/T/tvm-<precision>.json``.
+
 CSV columns (:data:`CSV_COLUMNS`; units in the names):
 
 ==================  =============================================================================
@@ -36,12 +67,12 @@ CSV columns (:data:`CSV_COLUMNS`; units in the names):
 ``family``          op family of the sample's main kernel (kernel rows), else empty
 ``n_kernels``       number of kernels of the graph (:func:`onnxsplit.cost.group_kernels`)
 ``target``          target name the measurement is for
-``runtime``         ``ort-cpu`` | ``ort-cuda`` | ``ort-trt``
+``runtime``         ``ort-cpu`` | ``ort-cuda`` | ``ort-trt`` | ``tvm``
 ``precision``       ``fp32`` | ``int8``
 ``split``           empty (fit decides) or ``validate`` (external model: accuracy only, never fitted)
-``threads``         intra-op threads
+``threads``         intra-op threads (``tvm``: threads of TVM's pool on the measuring device)
 ``warmup``          untimed runs
-``reps``            timed runs (all rounds)
+``reps``            timed runs (all rounds; ``tvm``: measurements, each the mean of ``number`` runs)
 ``rounds``          timing rounds done for this sample (see below)
 ``median_ms``       the lowest per-round median latency, ms
 ``min_ms``          fastest run, ms
@@ -51,21 +82,27 @@ CSV columns (:data:`CSV_COLUMNS`; units in the names):
 ``in_mb``           graph input bytes / 1e6 (kernel rows: the kernel's ``in_mb`` feature)
 ``out_mb``          output bytes / 1e6 (kernel rows: the kernel's ``out_mb``)
 ``param_mb``        parameter bytes / 1e6
-``onnxruntime``     onnxruntime version
-``host``            ``platform.machine()`` and processor model of the measuring machine
-``loadavg_1m``      1-minute load average at the end of the run (background load inflates times)
+``onnxruntime``     onnxruntime version (empty for ``tvm`` rows)
+``host``            ``platform.machine()`` and processor model of the measuring machine; through RPC
+                    ``rpc:KEY@HOST:PORT`` (the tracker and device key)
+``loadavg_1m``      1-minute load average at the end of the run (background load inflates times);
+                    empty when measured through RPC
 ``priority``        ``high`` when the timing ran with raised CPU priority (``--high-priority``)
+``tvm``             apache-tvm version that compiled the sample (``tvm`` rows), else empty
+``tvm_target``      the TVM target dict (JSON) the sample was compiled for (``tvm`` rows), else empty
 ==================  =============================================================================
 
 On a remote board: install onnxsplit there (``pip install onnxsplit``), run the same command with
 the board's target (``onnxsplit profile --target rpi4 -o rpi4.csv``; the command refuses to label
 measurements of an x86 machine as an aarch64 target), copy the CSV back and fit anywhere with
-``onnxsplit cost-model fit rpi4.csv --target rpi4``. Profiling through TVM RPC is not implemented
-yet (``--rpc`` raises a clear error).
+``onnxsplit cost-model fit rpi4.csv --target rpi4``. For the TVM runtime the board needs only TVM's
+RPC server: ``onnxsplit profile --target rpi4 --runtime tvm --rpc TRACKER:9190 --device-key rpi4
+-o rpi4-tvm.csv`` runs here, compiles here and times there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -108,7 +145,7 @@ class ProfileError(OnnxSplitError):
 CSV_COLUMNS: tuple[str, ...] = (
     "kind", "name", "spec", "family", "n_kernels", "target", "runtime", "precision", "split",
     "threads", "warmup", "reps", "rounds", "median_ms", "min_ms", "p90_ms", "mean_ms",
-    "mflops", "in_mb", "out_mb", "param_mb", "onnxruntime", "host", "loadavg_1m", "priority",
+    "mflops", "in_mb", "out_mb", "param_mb", "onnxruntime", "host", "loadavg_1m", "priority", "tvm", "tvm_target",
 )
 
 _PROVIDERS = {
@@ -331,9 +368,9 @@ def _kernel_model(spec: dict[str, Any]) -> onnx.ModelProto:
         idx = b.input((1, spec["seq"]), TensorProto.INT64)
         table = b.const(b.rng.standard_normal((spec["vocab"], spec["d"])) * 0.1)
         b.outputs.append(b.node("Gather", [table, idx], axis=0))
-    elif op == "overhead":
+    elif op == "overhead":  # the TVM runtime uses "kind": "Neg" (a model without compute cannot be cross-linked)
         x = b.input((1, 1))
-        b.outputs.append(b.node("Identity", [x]))
+        b.outputs.append(b.node(spec.get("kind", "Identity"), [x]))
     else:
         raise ProfileError(f"unknown kernel spec op '{op}'")
     return b.model()
@@ -915,6 +952,10 @@ def run_profile(
     kernel_families: Iterable[str] | None = None,
     high_priority: bool = False,
     progress: Callable[[str], None] | None = None,
+    rpc: str | tuple[str, int] | None = None,
+    device_key: str | None = None,
+    session_timeout: float = 0,
+    rpc_timeout: float = 30.0,
 ) -> ProfileResult:
     """Measure kernels and models on this machine for ``target``; write the CSV to ``output``.
 
@@ -925,46 +966,65 @@ def run_profile(
     samples), each of ``reps`` runs (fewer when a run takes more than ``max_seconds / reps``,
     never fewer than 3); ``median_ms`` is the lowest of the per-round medians, which discards a
     round disturbed by a burst of background load. ``loadavg_1m`` records the load at the end.
+
+    ``runtime="tvm"``: every sample is compiled with TVM for the target's ``[tvm] target`` and timed
+    with ``time_evaluator``, in this process, or on a board through a TVM RPC tracker
+    (``rpc="HOST:PORT"``, ``device_key``; ``rpc`` alone implies ``runtime="tvm"``). See the module
+    docstring. ``session_timeout`` (s, 0 = none) bounds the RPC session, ``rpc_timeout`` (s) the
+    tracker check and the session request.
     """
     from .cost.kernels import group_kernels
+    from .errors import UsageError
     from .targets import load_target
 
     t = load_target(target)
+    if rpc is not None and runtime is None:
+        runtime = "tvm"
     runtime = runtime or t.default_runtime
-    if runtime == "tvm":
-        raise ProfileError("profiling the 'tvm' runtime (TVM RPC) is not implemented yet; profile an onnxruntime "
-                           "runtime (ort-cpu/ort-cuda/ort-trt) on the device itself")
     if runtime not in t.runtimes:
         raise ProfileError(f"target '{t.name}' has no runtime '{runtime}'; it offers {', '.join(t.runtimes)}")
-    if not allow_arch_mismatch and not _arch_matches(t.arch):
-        raise ProfileError(
-            f"this machine is {platform.machine()} but target '{t.name}' is {t.arch}: profile measures the machine "
-            f"it runs on; run `onnxsplit profile --target {t.name} -o {t.name}.csv` on the device, copy the CSV "
-            "back and fit it here (or pass --allow-arch-mismatch)")
-    ort = _ort()
-    providers = _PROVIDERS[runtime]
-    if providers[0] not in ort.get_available_providers():
-        raise ProfileError(f"onnxruntime here lacks {providers[0]} (available: {', '.join(ort.get_available_providers())}); "
-                           f"install the onnxruntime build for '{runtime}'")
+    if runtime != "tvm" and (rpc is not None or device_key):
+        raise UsageError(f"--rpc/--device-key profile the 'tvm' runtime (TVM RPC), not '{runtime}': pass --runtime tvm, "
+                         f"or run `onnxsplit profile --target {t.name} -o FILE.csv` on the device for '{runtime}'")
     for p in precisions:
         if p not in ("fp32", "int8"):
             raise ProfileError(f"profiling precision '{p}' is not supported; use fp32 and/or int8")
     if rounds < 1 or reps < 1:
         raise ProfileError("rounds and reps must be >= 1")
-    threads = threads or default_threads()
+    if threads is not None and threads < 1:
+        raise ProfileError("threads must be >= 1")
+    tvm_setup = None
+    if runtime == "tvm":
+        tvm_setup = _tvm_setup(t, rpc, device_key, session_timeout=session_timeout, rpc_timeout=rpc_timeout)
+    else:
+        if not allow_arch_mismatch and not _arch_matches(t.arch):
+            raise ProfileError(
+                f"this machine is {platform.machine()} but target '{t.name}' is {t.arch}: profile measures the machine "
+                f"it runs on; run `onnxsplit profile --target {t.name} -o {t.name}.csv` on the device, copy the CSV "
+                "back and fit it here (or pass --allow-arch-mismatch, or --runtime tvm --rpc HOST:PORT --device-key KEY "
+                "to time TVM builds on the board from here)")
+        if runtime not in _PROVIDERS:
+            offered = ", ".join(r for r in t.runtimes if r in _PROVIDERS or r == "tvm")
+            raise ProfileError(f"the profiler times onnxruntime (ort-cpu/ort-cuda/ort-trt) or TVM ('tvm'), not '{runtime}'"
+                               + (f": pass --runtime {offered.split(', ')[0]} ({t.name} offers {offered})" if offered else ""))
+        ort = _ort()
+        providers = _PROVIDERS[runtime]
+        if providers[0] not in ort.get_available_providers():
+            raise ProfileError(f"onnxruntime here lacks {providers[0]} (available: {', '.join(ort.get_available_providers())}); "
+                               f"install the onnxruntime build for '{runtime}'")
     log = progress or (lambda s: None)
 
-    specs: list[tuple[str, dict[str, Any], str]] = [("overhead", {"gen": "kernel", "op": "overhead"}, "")]
+    overhead = {"gen": "kernel", "op": "overhead", **({"kind": "Neg"} if runtime == "tvm" else {})}
+    specs: list[tuple[str, dict[str, Any], str]] = [("overhead", overhead, "")]
     specs += [("kernel", s, "") for s in sample_kernel_specs(n_kernels, seed, families=kernel_families)]
     if include_models:
         specs += [("model", s, "") for s in model_specs(quick_models)]
     specs += [("model", s, "validate") for s in extra_models]
 
     skipped: list[tuple[str, str]] = []
-    host = _host()
     t_start = time.perf_counter()
-    entries: list[_Entry] = []
-    for i, (kind, spec, split) in enumerate(specs):
+    samples: list[tuple[str, str, dict[str, Any], str, onnx.ModelProto, dict[str, Any]]] = []
+    for kind, spec, split in specs:
         name = "overhead" if kind == "overhead" else _spec_name(spec)
         try:
             graph = graph_of_spec(spec)
@@ -972,6 +1032,7 @@ def run_profile(
             kernels = [k for k in group_kernels(graph, runtime) if k.family != "constant"]
         except Exception as exc:  # noqa: BLE001 - one bad sample must not stop the run
             skipped.append((name, f"build: {exc}"))
+            log(f"skipped {name}: build: {exc}")
             continue
         main = max(kernels, key=lambda k: k.flops, default=None)
         if kind == "kernel" and len(kernels) == 1:
@@ -985,6 +1046,17 @@ def run_profile(
         meta = {"family": (main.family if kind == "kernel" and main is not None else ""), "n_kernels": len(kernels),
                 "mflops": mf, "in_mb": inn, "out_mb": out, "param_mb": par}
         clean = {k: v for k, v in spec.items() if k != "family"}
+        samples.append((kind, name, clean, split, fp32, meta))
+
+    if tvm_setup is not None:
+        return _run_profile_tvm(t, output, tvm_setup, samples, skipped, precisions=precisions, threads=threads,
+                                warmup=warmup, reps=reps, rounds=rounds, max_seconds=max_seconds,
+                                high_priority=high_priority, log=log, t_start=t_start)
+
+    threads = threads or default_threads()
+    host = _host()
+    entries: list[_Entry] = []
+    for i, (kind, name, clean, split, fp32, meta) in enumerate(samples):
         for prec in precisions:
             try:
                 model = fp32 if prec == "fp32" else quantize_qdq(fp32)
@@ -994,12 +1066,12 @@ def run_profile(
                 sess.run(outs, feeds)  # fails now rather than in the timing rounds
                 del sess
             except Exception as exc:  # noqa: BLE001
-                msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+                msg = _short_error(exc)
                 skipped.append((f"{name} [{prec}]", msg))
                 continue
             entries.append(_Entry(kind, name, clean, split, prec, model.SerializeToString(), feeds, outs, meta))
-        if (i + 1) % 25 == 0 or i + 1 == len(specs):
-            log(f"prepared {i + 1}/{len(specs)} samples ({len(entries)} sessions)")
+        if (i + 1) % 25 == 0 or i + 1 == len(samples):
+            log(f"prepared {i + 1}/{len(samples)} samples ({len(entries)} sessions)")
 
     with _HighPriority(high_priority) as prio:
         if high_priority:
@@ -1008,25 +1080,33 @@ def run_profile(
                      warmup=warmup)
 
     load = _loadavg()
-    rows: list[dict[str, Any]] = []
-    for e in entries:
-        times = np.array(e.times)
-        m = e.meta
-        rows.append({
-            "kind": e.kind, "name": e.name, "spec": json.dumps(e.spec, sort_keys=True), "family": m["family"],
-            "n_kernels": m["n_kernels"], "target": t.name, "runtime": runtime, "precision": e.precision,
-            "split": e.split, "threads": threads, "warmup": max(1, warmup), "reps": len(times), "rounds": len(e.round_medians),
-            "median_ms": round(min(e.round_medians), 6), "min_ms": round(float(times.min()), 6),
-            "p90_ms": round(float(np.percentile(times, 90)), 6), "mean_ms": round(float(times.mean()), 6),
-            "mflops": round(m["mflops"], 6), "in_mb": round(m["in_mb"], 6), "out_mb": round(m["out_mb"], 6),
-            "param_mb": round(m["param_mb"], 6), "onnxruntime": ort.__version__, "host": host,
-            "loadavg_1m": "" if load is None else load,
-            "priority": "high" if (high_priority and prio.applied) else "normal",
-        })
+    extra = {"threads": threads, "onnxruntime": ort.__version__, "host": host, "loadavg_1m": "" if load is None else load,
+             "priority": "high" if (high_priority and prio.applied) else "normal"}
+    rows = [_row(e, t.name, runtime, warmup, extra) for e in entries]
     result = ProfileResult(None, rows, skipped, time.perf_counter() - t_start)
     if output is not None:
         result.path = write_profile_csv(rows, output)
     return result
+
+
+def _short_error(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def _row(e: Any, target: str, runtime: str, warmup: int, extra: dict[str, Any]) -> dict[str, Any]:
+    """One CSV row of a timed entry (:class:`_Entry` or :class:`_TVMEntry`)."""
+    times = np.array(e.times)
+    m = e.meta
+    return {
+        "kind": e.kind, "name": e.name, "spec": json.dumps(e.spec, sort_keys=True), "family": m["family"],
+        "n_kernels": m["n_kernels"], "target": target, "runtime": runtime, "precision": e.precision,
+        "split": e.split, "warmup": max(1, warmup), "reps": len(times), "rounds": len(e.round_medians),
+        "median_ms": round(min(e.round_medians), 6), "min_ms": round(float(times.min()), 6),
+        "p90_ms": round(float(np.percentile(times, 90)), 6), "mean_ms": round(float(times.mean()), 6),
+        "mflops": round(m["mflops"], 6), "in_mb": round(m["in_mb"], 6), "out_mb": round(m["out_mb"], 6),
+        "param_mb": round(m["param_mb"], 6), **extra,
+    }
 
 
 def _stable(e: _Entry, tol: float) -> bool:
@@ -1069,6 +1149,379 @@ def _time_rounds(entries: list[_Entry], rounds: int, reps: int, max_seconds: flo
             e.round_medians.append(float(np.median(times)))
             e.times.extend(times)
         log(f"round {r + 1} done: {len(todo)} samples ({time.perf_counter() - t_start:.0f} s, load {_loadavg()})")
+
+
+# ============================================================================ TVM runtime
+#: TVM target kind -> device type string (``tvm.device`` / ``RPCSession.device``)
+_TVM_DEVICES = {"llvm": "cpu", "c": "cpu", "cuda": "cuda", "rocm": "rocm", "opencl": "opencl", "vulkan": "vulkan",
+                "metal": "metal"}
+#: time_evaluator: enough runs per repeat that one repeat lasts at least this long (timer resolution)
+_TVM_MIN_REPEAT_MS = 0.2
+_TVM_MAX_NUMBER = 100
+
+
+@dataclass
+class _TVMSetup:
+    tvm_target: dict[str, Any]
+    device: str  # "cpu" | "cuda" | ...
+    cc: str  # C++ compiler that links the libraries (host g++ or a cross compiler)
+    rpc: tuple[str, int] | None
+    device_key: str | None
+    session_timeout: float
+    rpc_timeout: float
+
+
+@dataclass
+class _TVMEntry:
+    kind: str
+    name: str
+    spec: dict[str, Any]
+    split: str
+    precision: str
+    handle: str  # library path (local) or its name in the RPC server's work folder
+    inputs: list[dict[str, Any]]  # {"name", "shape", "dtype"} in call order
+    feeds: dict[str, np.ndarray]
+    meta: dict[str, Any]
+    round_medians: list[float] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    number: int = 1
+
+
+def _tvm_setup(t: Any, rpc: str | tuple[str, int] | None, device_key: str | None, *, session_timeout: float,
+               rpc_timeout: float) -> _TVMSetup:
+    """Check that TVM profiling of target ``t`` can run (before any compile work); one-line errors."""
+    from .compile import tvm_backend as tb
+    from .errors import UsageError
+
+    tvm_dict = t.tvm_target
+    kind = str(tvm_dict.get("kind"))
+    device = _TVM_DEVICES.get(kind)
+    if device is None:
+        raise ProfileError(f"target '{t.name}': profiling TVM '{kind}' builds is not supported "
+                           f"(supported kinds: {', '.join(_TVM_DEVICES)})")
+    host_arch = tb._triple_arch(tb._host_triple(tvm_dict))
+    hint = "pass --rpc HOST:PORT --device-key KEY (a TVM RPC tracker with the board's RPC server)"
+    if rpc is None:
+        if device_key:
+            raise UsageError("--device-key needs --rpc HOST:PORT (the TVM RPC tracker the board's server registered with)")
+        if host_arch != tb._this_arch():
+            raise ProfileError(f"target '{t.name}' runs {host_arch} code, this machine is {tb._this_arch()}: TVM "
+                               f"profiling times the target's builds on the board itself: {hint}")
+        rpc_addr = None
+    else:
+        if isinstance(rpc, str):
+            from .compile.tune import parse_hostport
+
+            rpc_addr = parse_hostport(rpc)
+        else:
+            rpc_addr = (str(rpc[0]), int(rpc[1]))
+        if not device_key:
+            raise UsageError("--rpc needs --device-key KEY (the key the board's RPC server registered with)")
+    try:
+        cc = tb.export_compiler(tvm_dict, label=f"the profiled samples for {t.name}")
+    except tb.ToolchainError as exc:
+        msg = str(exc).replace(" (the ONNX halves do not need it)", "")
+        raise tb.ToolchainError(f"{msg}; or time onnxruntime on the board itself (`onnxsplit profile --target {t.name} "
+                                f"-o {t.name}.csv` there)") from None
+    tvm = tb._import_tvm()
+    if rpc_addr is None:
+        if device != "cpu" and not tvm.device(device, 0).exist:
+            raise ProfileError(f"target '{t.name}' runs {kind} code but no {kind} device is visible here: {hint}")
+        missing = tb.missing_cpu_features(tvm_dict)
+        if missing:
+            raise ProfileError(f"this CPU lacks {', '.join(missing[:4])} used by target '{t.name}' ([tvm] target "
+                               f"{json.dumps(tvm_dict)}): {hint}")
+    else:
+        from .compile.tune import check_rpc
+
+        check_rpc(rpc_addr[0], rpc_addr[1], device_key, timeout=rpc_timeout)
+    return _TVMSetup(tvm_dict, device, cc, rpc_addr, device_key, float(session_timeout), float(rpc_timeout))
+
+
+class _LocalTVM:
+    """Loads libraries and runs them in this process (the interface of :class:`_RemoteTVM`)."""
+
+    def __init__(self, device: str):
+        import tvm
+
+        self.tvm = tvm
+        self.dev = tvm.device(device, 0)
+
+    def upload(self, path: Path) -> str:
+        return str(path)
+
+    def load(self, handle: str) -> Any:
+        return self.tvm.runtime.load_module(handle)
+
+    def get_function(self, name: str) -> Any:
+        return self.tvm.get_global_func(name)
+
+    def close(self) -> None:
+        pass
+
+
+class _RemoteTVM:
+    """A session on the board's RPC server, requested through the tracker (bounded wait)."""
+
+    def __init__(self, setup: _TVMSetup):
+        import threading
+
+        from tvm import rpc
+
+        host, port = setup.rpc  # type: ignore[misc]
+        key = setup.device_key
+        result: dict[str, Any] = {}
+
+        def request() -> None:
+            try:
+                tracker = rpc.connect_tracker(host, port)
+                result["sess"] = tracker.request(key, priority=1, session_timeout=setup.session_timeout, max_retry=2)
+            except Exception as exc:  # noqa: BLE001
+                result["error"] = exc
+
+        th = threading.Thread(target=request, daemon=True)
+        th.start()
+        th.join(setup.rpc_timeout)
+        if th.is_alive():
+            from .compile.tune import RPCError
+
+            raise RPCError(f"the RPC tracker {host}:{port} gave no session for device key '{key}' within "
+                           f"{setup.rpc_timeout:g} s (the board's server is busy or gone); retry when it is free")
+        if "error" in result:
+            from .compile.tune import RPCError
+
+            raise RPCError(f"could not get a session for device key '{key}' from the RPC tracker {host}:{port}: "
+                           f"{_short_error(result['error'])}")
+        self.sess = result["sess"]
+        self.dev = self.sess.device(setup.device, 0)
+        self._n = 0
+
+    def upload(self, path: Path) -> str:
+        self._n += 1
+        name = f"onnxsplit-profile-{os.getpid()}-{self._n}-{path.name}"
+        self.sess.upload(bytearray(Path(path).read_bytes()), target=name)
+        return name
+
+    def load(self, handle: str) -> Any:
+        return self.sess.load_module(handle)
+
+    def get_function(self, name: str) -> Any:
+        return self.sess.get_function(name)
+
+    def close(self) -> None:
+        self.sess = None
+
+
+def _feeds_for_inputs(inputs: Sequence[dict[str, Any]], seed: int = 0) -> dict[str, np.ndarray]:
+    """Random inputs (as :func:`_feeds_for`) for a compiled library's ``inputs``."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for i in inputs:
+        dt = np.dtype(i["dtype"])
+        shape = [int(d) for d in i["shape"]]
+        if dt.kind == "f":
+            feeds[i["name"]] = rng.standard_normal(shape).astype(dt)
+        elif dt.kind == "b":
+            feeds[i["name"]] = rng.random(shape) < 0.5
+        else:
+            feeds[i["name"]] = (np.ones if "mask" in i["name"].lower() else np.zeros)(shape, dtype=dt)
+    return feeds
+
+
+def _in_thread(fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` in a new thread and return its result (re-raising its exception).
+
+    TVM's CPU thread pool is per calling thread and sized when it is created: a fresh thread gets a
+    pool sized by ``TVM_NUM_THREADS`` as set now, whatever TVM ran before in this process."""
+    import threading
+
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+            box["error"] = exc
+
+    th = threading.Thread(target=run, name="onnxsplit-profile-tvm", daemon=True)  # daemon: Ctrl-C ends the run
+    th.start()
+    th.join()
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+def _run_profile_tvm(t: Any, output: str | Path | None, setup: _TVMSetup, samples: list[tuple], skipped: list,
+                     *, precisions: Sequence[str], threads: int | None, warmup: int, reps: int, rounds: int,
+                     max_seconds: float, high_priority: bool, log: Callable[[str], None],
+                     t_start: float) -> ProfileResult:
+    from .compile import tvm_backend as tb
+
+    tvm = tb._import_tvm()
+    target_label = f"{t.name} ({json.dumps(setup.tvm_target, sort_keys=True)})"
+    where = f"RPC tracker {setup.rpc[0]}:{setup.rpc[1]} key '{setup.device_key}'" if setup.rpc else "this process"
+    log(f"TVM profiling for {target_label}: {len(samples)} samples x {len(precisions)} precision(s), timed in {where}")
+
+    def work() -> tuple[list[_TVMEntry], int, bool]:
+        local = setup.rpc is None
+        if local:
+            # TVM sizes this thread's pool from TVM_NUM_THREADS (else half the logical CPUs on x86)
+            want = threads or default_threads()
+            old = os.environ.get("TVM_NUM_THREADS")
+            os.environ["TVM_NUM_THREADS"] = str(want)
+            try:
+                session: Any = _LocalTVM(setup.device)
+                session.get_function("runtime.config_threadpool")(1, want)
+                n_threads = int(session.get_function("runtime.NumThreads")())
+            finally:
+                if old is None:
+                    os.environ.pop("TVM_NUM_THREADS", None)
+                else:
+                    os.environ["TVM_NUM_THREADS"] = old
+        else:
+            session = _RemoteTVM(setup)
+            try:
+                if threads:  # can only lower the server's pool (TVM_NUM_THREADS of the server process)
+                    session.get_function("runtime.config_threadpool")(1, int(threads))
+                n_threads = int(session.get_function("runtime.NumThreads")())
+            except Exception as exc:  # noqa: BLE001 - an old server without these functions
+                log(f"could not read/set the board's TVM thread count: {_short_error(exc)}")
+                n_threads = int(threads or 0)
+        if threads and n_threads != threads:
+            log(f"TVM runs {n_threads} thread(s), not the {threads} asked for"
+                + ("" if local else " (start the board's RPC server with TVM_NUM_THREADS=N)"))
+        entries: list[_TVMEntry] = []
+        with tempfile.TemporaryDirectory(prefix="onnxsplit-profile-tvm-") as tmp:
+            for i, (kind, name, clean, split, fp32, meta) in enumerate(samples):
+                for prec in precisions:
+                    label = f"{name} [{prec}]"
+                    try:
+                        model = fp32 if prec == "fp32" else quantize_qdq(fp32)
+                        with _quiet_stderr():
+                            art = tb.compile_half(model, setup.tvm_target, Path(tmp), name=f"s{i}-{prec}", cc=setup.cc)
+                        handle = session.upload(art.path)
+                    except (tb.ToolchainError, tb.TVMNotAvailableError):
+                        raise
+                    except Exception as exc:  # noqa: BLE001 - TVM cannot import/compile this sample: skip it
+                        msg = _short_error(exc)
+                        # drop compile_half's "<library> (<target>): " label and its advice about cuts
+                        msg = msg.split("): ", 1)[1] if msg.startswith(f"s{i}-{prec} (") and "): " in msg else msg
+                        msg = msg.split("; keep that part on onnxruntime", 1)[0]
+                        skipped.append((label, msg))
+                        log(f"skipped {label}: {msg}")
+                        continue
+                    inputs = [{k: x[k] for k in ("name", "shape", "dtype")} for x in art.inputs]
+                    entries.append(_TVMEntry(kind, name, clean, split, prec, handle, inputs, _feeds_for_inputs(inputs),
+                                             meta))
+                if (i + 1) % 25 == 0 or i + 1 == len(samples):
+                    log(f"compiled {i + 1}/{len(samples)} samples ({len(entries)} libraries, "
+                        f"{time.perf_counter() - t_start:.0f} s)")
+            if high_priority and not local:
+                log("--high-priority raises this machine's priority only: not applied to the RPC timing")
+            with _HighPriority(high_priority and local) as prio:
+                _time_rounds_tvm(entries, session, rounds, reps, max_seconds, warmup, log, t_start, skipped)
+            session.close()
+        return entries, n_threads, bool(high_priority and local and prio.applied)
+
+    entries, n_threads, high = _in_thread(work)
+    entries = [e for e in entries if e.round_medians]
+    if samples and not entries:
+        hint = (f" (is the device behind key '{setup.device_key}' a {t.arch} {setup.device} device like {t.name}?)"
+                if setup.rpc else "")
+        raise ProfileError(f"TVM could not time any sample for {t.name}: "
+                           + (skipped[-1][1] if skipped else "no samples") + hint)
+    load = _loadavg() if setup.rpc is None else None
+    host = _host() if setup.rpc is None else f"rpc:{setup.device_key}@{setup.rpc[0]}:{setup.rpc[1]}"
+    extra = {"threads": n_threads or "", "onnxruntime": "", "host": host, "loadavg_1m": "" if load is None else load,
+             "priority": "high" if high else "normal", "tvm": getattr(tvm, "__version__", ""),
+             "tvm_target": json.dumps(setup.tvm_target, sort_keys=True)}
+    rows = [_row(e, t.name, "tvm", warmup, extra) for e in entries]
+    result = ProfileResult(None, rows, skipped, time.perf_counter() - t_start)
+    if output is not None:
+        result.path = write_profile_csv(rows, output)
+    return result
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence TVM's C++ warnings (written to fd 2) while compiling; progress lines stay readable."""
+    try:
+        fd = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(fd, 2)
+    finally:
+        os.close(fd)
+
+
+def _run_error(exc: BaseException) -> str:
+    """One line from a TVM (RPC) runtime error: the remote message, not the RPC wrapper's header."""
+    from .compile.tvm_backend import _first_line
+
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    for i, ln in enumerate(lines):
+        if ln.endswith("Error caught from RPC call:") and i + 1 < len(lines):
+            return " ".join(lines[i + 1:])[:300]
+    return _first_line(exc)[:300]
+
+
+def _time_rounds_tvm(entries: list[_TVMEntry], session: Any, rounds: int, reps: int, max_seconds: float, warmup: int,
+                     log: Callable[[str], None], t_start: float, skipped: list, *, extra_rounds: int = 6,
+                     tol: float = 0.1) -> None:
+    """As :func:`_time_rounds`, with ``time_evaluator`` (on the board's clock when remote).
+
+    Per entry and round: load the library, set the inputs (``set_input``; timed through
+    ``invoke_stateful``, which also works over RPC for functions returning tuples), ``warmup`` untimed
+    runs, a one-run probe; then ``repeat`` = ``reps`` (fewer when over ``max_seconds``, never fewer than
+    3) measurements of ``number`` runs each (``number`` such that a repeat lasts >= 0.2 ms, at most
+    100). A sample that fails is dropped with its reason in ``skipped`` (never a 0 latency).
+    """
+    from tvm import relax
+    import tvm
+
+    dev = session.dev
+    failed: set[int] = set()
+    for r in range(rounds + extra_rounds):
+        todo = [e for e in entries if id(e) not in failed and (r < rounds or not _stable(e, tol))]
+        if not todo:
+            break
+        for e in todo:
+            try:
+                vm = relax.VirtualMachine(session.load(e.handle), dev)
+                args = [tvm.runtime.tensor(np.ascontiguousarray(e.feeds[i["name"]]), device=dev) for i in e.inputs]
+                vm.set_input("main", *args)
+                for _ in range(max(1, warmup)):
+                    vm.invoke_stateful("main")
+                dev.sync()
+                probe_ms = float(vm.time_evaluator("invoke_stateful", dev, number=1, repeat=1)("main").mean) * 1e3
+                number = int(min(_TVM_MAX_NUMBER, max(1, math.ceil(_TVM_MIN_REPEAT_MS / max(probe_ms, 1e-6)))))
+                n = int(max(3, min(reps, max_seconds * 1e3 / max(probe_ms * number, 1e-6))))
+                res = vm.time_evaluator("invoke_stateful", dev, number=number, repeat=n)("main")
+                times = [float(x) * 1e3 for x in res.results]
+                del vm, args
+            except Exception as exc:  # noqa: BLE001
+                msg = f"run: {_run_error(exc)}"
+            else:
+                msg = "" if times and all(math.isfinite(x) and x > 0 for x in times) else \
+                    f"run: non-positive or non-finite times {times[:3]}"
+            if msg:
+                failed.add(id(e))
+                skipped.append((f"{e.name} [{e.precision}]", msg))
+                log(f"skipped {e.name} [{e.precision}]: {msg}")
+                e.round_medians.clear()
+                e.times.clear()
+                continue
+            e.number = number
+            e.round_medians.append(float(np.median(times)))
+            e.times.extend(times)
+        log(f"round {r + 1} done: {len(todo)} samples ({time.perf_counter() - t_start:.0f} s)")
 
 
 def write_profile_csv(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:

@@ -151,34 +151,6 @@ def test_tune_refuses_foreign_arch_without_rpc(conv_bundle, capsys) -> None:
 
 
 # ------------------------------------------------------------------------------------ RPC
-@pytest.fixture(scope="module")
-def rpc_tracker():
-    """A TVM RPC tracker and one RPC server (key 'local') on 127.0.0.1; torn down afterwards."""
-    pytest.importorskip("tornado")
-    from tvm import rpc
-    from tvm.rpc.tracker import Tracker
-
-    tracker = Tracker("127.0.0.1", port=19190, port_end=19290, silent=True)
-    server = None
-    try:
-        server = rpc.Server("127.0.0.1", port=19300, port_end=19400, key="local",
-                            tracker_addr=("127.0.0.1", tracker.port), silent=True)
-        deadline = time.time() + 20
-        while True:
-            try:
-                check_rpc("127.0.0.1", tracker.port, "local", timeout=5)
-                break
-            except RPCError:
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.5)
-        yield tracker.port
-    finally:
-        if server is not None:
-            server.terminate()
-        tracker.terminate()
-
-
 def test_bad_tracker_address_is_a_one_line_error(conv_bundle, capsys) -> None:
     t0 = time.perf_counter()
     rc = main(["tune", str(conv_bundle), "--side", "edge", "--target", TARGET, "--trials", "2",
