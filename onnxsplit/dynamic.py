@@ -23,9 +23,12 @@ the answer (bit-identical with onnxruntime optimizations off). Requests are neve
 plan fails in any way (including a 4xx configuration error) the request is re-run on the
 all-edge plan locally and the result says ``fallback=True``; after such a failure the cloud is
 avoided for ``cooldown_s``. When the chosen plan sends nothing (all-edge) the estimate would go
-stale: every ``probe_interval_s`` a background probe refreshes it: ``probe_bytes`` zero bytes
-POSTed to the ``/v2/onnxsplit/probe`` endpoint of the onnxsplit server (no compute on either side;
-the sample is ``8 * probe_bytes / (round trip - rtt)``), or, for a server without that endpoint
+stale: every ``probe_interval_s`` a background probe refreshes it: a *differential* probe to the
+``/v2/onnxsplit/probe`` endpoint of the onnxsplit server (no compute on either side): an empty POST,
+one of ``B`` zero bytes and another empty one on the same keep-alive connection, and the sample
+``8 * B / (t_B - min(t_empty))`` cancels the per-request cost and the round-trip time. ``B`` targets
+``probe_target_ms`` of transfer at the current estimate, within ``[min_bytes, probe_max_bytes]``
+(16 KB .. 1 MB by default: 131 ms at 1 Mbit/s, 8 ms at 1 Gbit/s). For a server without that endpoint
 (Triton), one real round trip of zero-filled boundary tensors of the smallest plan that moves at
 least ``min_bytes``. ``probe()`` runs one synchronously (done on start when ``probe_on_start``). Thread-safe: the estimator is locked and
 EdgeRunners are shareable between threads.
@@ -95,11 +98,22 @@ class BandwidthEstimator:
                 self._rtt_min = network_ms if self._rtt_min is None else min(self._rtt_min, network_ms)
             s = self.sample(nbytes, network_ms)
             if s is not None:
-                s = min(max(s, self.floor_mbps), self.ceil_mbps)
-                self._est = s if self._est is None else self.alpha * s + (1 - self.alpha) * self._est
-                self.samples += 1
-                self.last_update = time.monotonic()
+                self._add(s)
             return self._est if self._est is not None else self.initial_mbps
+
+    def add_sample(self, mbps: float) -> float:
+        """Feed one direct bandwidth sample (e.g. from a differential probe); returns the estimate."""
+        if not (math.isfinite(mbps) and mbps > 0):
+            return self.mbps
+        with self._lock:
+            self._add(mbps)
+            return float(self._est)  # type: ignore[arg-type]
+
+    def _add(self, s: float) -> None:  # caller holds the lock
+        s = min(max(s, self.floor_mbps), self.ceil_mbps)
+        self._est = s if self._est is None else self.alpha * s + (1 - self.alpha) * self._est
+        self.samples += 1
+        self.last_update = time.monotonic()
 
 
 @dataclass
@@ -131,7 +145,8 @@ class DynamicRunner:
     def __init__(self, bundle: str | Path | DynamicBundle, servers: str | Mapping[int, str] | None, *,
                  estimator: BandwidthEstimator | None = None, plans: list[int] | None = None,
                  cooldown_s: float = 5.0, probe_on_start: bool = True, probe_interval_s: float = 2.0,
-                 force_plan: int | None = None, probe_bytes: int = 64 * 1024, **runner_kwargs: Any):
+                 force_plan: int | None = None, probe_target_ms: float = 8.0, probe_max_bytes: int = 1 << 20,
+                 **runner_kwargs: Any):
         from .runtime import EdgeRunner
 
         self.bundle = bundle if isinstance(bundle, DynamicBundle) else load_dynamic_bundle(bundle)
@@ -145,7 +160,8 @@ class DynamicRunner:
         self.cooldown_s = cooldown_s
         self.probe_interval_s = probe_interval_s
         self.force_plan = force_plan
-        self.probe_bytes = int(probe_bytes)
+        self.probe_target_ms = float(probe_target_ms)
+        self.probe_max_bytes = int(probe_max_bytes)
         self._probe_endpoint = True  # until a server answers 404 to it
         self._down_until = 0.0
         self._probe_lock = threading.Lock()
@@ -187,11 +203,11 @@ class DynamicRunner:
         if k is None:
             return self.estimator.mbps
         r = self.runners[k]
-        if self._probe_endpoint and self.probe_bytes >= self.estimator.min_bytes:
+        if self._probe_endpoint:
             from .runtime.client import RemoteError
 
             try:
-                return self.estimator.update(self.probe_bytes, r.probe_network(self.probe_bytes))
+                return self.estimator.add_sample(self.probe_sample(r))
             except RemoteError as exc:
                 if exc.status not in (404, 405):
                     raise
@@ -202,6 +218,19 @@ class DynamicRunner:
         outs, t, _attempts, _srv = r.cloud_infer(tensors)
         down = sum(int(v.nbytes) for v in outs.values())
         return self.estimator.update(sum(int(v.nbytes) for v in tensors.values()) + down, t["network"])
+
+    def probe_bytes(self) -> int:
+        """Size of the next differential probe (see the module docstring)."""
+        want = self.estimator.mbps * 125.0 * self.probe_target_ms  # Mbit/s * ms -> bytes
+        return int(min(max(want, self.estimator.min_bytes), max(self.probe_max_bytes, self.estimator.min_bytes)))
+
+    def probe_sample(self, runner: Any) -> float:
+        """One differential probe through ``runner``'s server: Mbit/s (``nan`` if not measurable)."""
+        n = self.probe_bytes()
+        t0 = runner.probe_network(0)  # also (re)opens the keep-alive connection
+        t1 = runner.probe_network(n)
+        t0 = min(t0, runner.probe_network(0))
+        return 8.0 * n / (1000.0 * (t1 - t0)) if t1 > t0 else float("nan")
 
     def _maybe_probe(self) -> None:
         if self.probe_interval_s <= 0 or time.monotonic() - self.estimator.last_update < self.probe_interval_s:

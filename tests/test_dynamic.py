@@ -50,6 +50,31 @@ def test_estimator_learns_rtt_from_small_transfers_and_clamps():
     assert est2.update(100, float("nan")) == est2.initial_mbps
 
 
+def test_estimator_direct_samples():
+    est = BandwidthEstimator(alpha=0.5)
+    assert est.add_sample(100.0) == 100.0 and est.add_sample(50.0) == 75.0 and est.samples == 2
+    assert est.add_sample(float("nan")) == 75.0 and est.add_sample(-1.0) == 75.0 and est.samples == 2
+
+
+class _LinkRunner:
+    """probe_network() of a simulated link: fixed per-request cost + bytes / bandwidth."""
+
+    def __init__(self, mbps: float, fixed_ms: float):
+        self.mbps, self.fixed_ms = mbps, fixed_ms
+
+    def probe_network(self, nbytes: int) -> float:
+        return self.fixed_ms + 8.0 * nbytes / (1000.0 * self.mbps)
+
+
+@pytest.mark.parametrize("mbps", [1.0, 20.0, 1000.0])
+def test_differential_probe_cancels_the_fixed_cost(mbps):
+    dr = DynamicRunner.__new__(DynamicRunner)
+    dr.estimator = BandwidthEstimator(initial_mbps=mbps)
+    dr.probe_target_ms, dr.probe_max_bytes = 8.0, 1 << 20
+    # 5 ms of per-request cost would make a one-shot 16 KB probe read 1000 Mbit/s as ~25 Mbit/s
+    assert dr.probe_sample(_LinkRunner(mbps, fixed_ms=5.0)) == pytest.approx(mbps)
+
+
 def test_estimator_thread_safe():
     est = BandwidthEstimator(min_bytes=1, alpha=0.1)
 
@@ -330,15 +355,18 @@ def test_probe_endpoint_and_runner_probe(tiny_dynamic):
     out, manifest, _ = tiny_dynamic
     cloud = next(p["id"] for p in manifest["plans"] if p["kind"] == "all-cloud")
     b = load_dynamic_bundle(out)
-    srv = CloudServer(b.plan_dir(cloud), port=0, max_request_bytes=200_000).start()
+    srv = CloudServer(b.plan_dir(cloud), port=0, max_request_bytes=4_000_000).start()
     try:
         with EdgeRunner(b.plan_dir(cloud), srv.url) as er:
             assert er.probe_network(150_000) > 0
             assert er.probe_network(150_000) > 0  # the keep-alive connection stays usable
             with pytest.raises(RemoteError) as ei:
-                er.probe_network(300_000)
+                er.probe_network(4_000_001)
             assert ei.value.status == 413
-        with DynamicRunner(out, {cloud: srv.url}, plans=[cloud], probe_on_start=False, probe_bytes=64 * 1024) as dr:
+        with DynamicRunner(out, {cloud: srv.url}, plans=[cloud], probe_on_start=False, probe_max_bytes=3_000_000) as dr:
+            assert dr.probe_bytes() == dr.estimator.min_bytes  # 10 Mbit/s initial estimate * 8 ms < 16 KB
+            dr.estimator._est = 1e4
+            assert dr.probe_bytes() == 3_000_000  # capped (3 MB: milliseconds even on loopback)
             before = dr.estimator.samples
             est = dr.probe()
             assert dr.estimator.samples == before + 1 and est > 0 and dr._probe_endpoint

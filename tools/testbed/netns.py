@@ -13,8 +13,9 @@ on both ends: rate only, no added delay or loss; :attr:`Testbed.link_mode` says 
 
 Edge CPU limit: ``taskset -c <edge_cpus>`` plus a CFS quota of ``edge_quota`` CPUs (cgroup v2
 ``cpu.max`` when the unified hierarchy has the cpu controller, else cgroup v1
-``/sys/fs/cgroup/cpu/<name>/cpu.cfs_quota_us``) over a CFS period of ``edge_period_ms`` (default
-10 ms: with the kernel's 100 ms default a process that used its quota stalls for up to
+``/sys/fs/cgroup/cpu/<name>/cpu.cfs_quota_us``) over a CFS period of ``edge_period_ms`` (default:
+the shortest the kernel allows for that quota, ``1 ms / quota``, e.g. 10 ms for 0.1 CPU, so the quota
+is 1 ms per period; with the kernel's 100 ms default a process that used its quota stalls for up to
 ``100 * (1 - quota)`` ms, which turns millisecond inferences into bimodal latencies); a process is
 put in the group before it execs, so all its threads are limited. :attr:`Testbed.cpu_mode`
 records what applied.
@@ -56,7 +57,7 @@ class Testbed:
     """``with Testbed() as tb: tb.set_link(20, rtt_ms=10); tb.spawn_cloud([...]); tb.exec_edge([...])``"""
 
     def __init__(self, tag: str = "", *, edge_cpus: str | None = "0", cloud_cpus: str | None = None,
-                 edge_quota: float | None = None, edge_period_ms: float = 10.0):
+                 edge_quota: float | None = None, edge_period_ms: float | None = None):
         pid = os.getpid() % 100000
         self.cloud_ns = f"osplit{tag}{pid}c"
         self.edge_ns = f"osplit{tag}{pid}e"
@@ -64,6 +65,8 @@ class Testbed:
         self.edge_dev = f"ose{tag}{pid}"[:15]
         self.cloud_ip, self.edge_ip = CLOUD_IP, EDGE_IP
         self.edge_cpus, self.cloud_cpus, self.edge_quota = edge_cpus, cloud_cpus, edge_quota
+        if edge_period_ms is None:
+            edge_period_ms = min(1000.0, max(1.0, 1.0 / edge_quota)) if edge_quota else 10.0
         if not 1.0 <= edge_period_ms <= 1000.0:
             raise ValueError(f"edge_period_ms must be in [1, 1000], got {edge_period_ms}")
         self.edge_period_us = int(edge_period_ms * 1000)
