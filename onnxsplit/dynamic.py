@@ -24,11 +24,13 @@ plan fails in any way (including a 4xx configuration error) the request is re-ru
 all-edge plan locally and the result says ``fallback=True``; after such a failure the cloud is
 avoided for ``cooldown_s``. When the chosen plan sends nothing (all-edge) the estimate would go
 stale: every ``probe_interval_s`` a background probe refreshes it: a *differential* probe to the
-``/v2/onnxsplit/probe`` endpoint of the onnxsplit server (no compute on either side): an empty POST,
-one of ``B`` zero bytes and another empty one on the same keep-alive connection, and the sample
-``8 * B / (t_B - min(t_empty))`` cancels the per-request cost and the round-trip time. ``B`` targets
-``probe_target_ms`` of transfer at the current estimate, within ``[min_bytes, probe_max_bytes]``
-(16 KB .. 1 MB by default: 131 ms at 1 Mbit/s, 8 ms at 1 Gbit/s). For a server without that endpoint
+``/v2/onnxsplit/probe`` endpoint of the onnxsplit server (no compute on either side): empty POSTs
+and POSTs of ``B`` zero bytes, alternated ``probe_repeats`` times on the same keep-alive
+connection, and the sample ``8 * B / (min t_B - min t_empty)`` cancels the per-request cost and the
+round-trip time (scheduling stalls only add time, so minima filter them). ``B`` targets
+``probe_target_ms`` of transfer at ``probe_headroom`` times the current estimate (so a probe can
+reveal a faster link than the estimate), within ``[min_bytes, probe_max_bytes]`` (16 KB .. 1 MB by
+default). For a server without that endpoint
 (Triton), one real round trip of zero-filled boundary tensors of the smallest plan that moves at
 least ``min_bytes``. ``probe()`` runs one synchronously (done on start when ``probe_on_start``). Thread-safe: the estimator is locked and
 EdgeRunners are shareable between threads.
@@ -146,7 +148,7 @@ class DynamicRunner:
                  estimator: BandwidthEstimator | None = None, plans: list[int] | None = None,
                  cooldown_s: float = 5.0, probe_on_start: bool = True, probe_interval_s: float = 2.0,
                  force_plan: int | None = None, probe_target_ms: float = 8.0, probe_max_bytes: int = 1 << 20,
-                 **runner_kwargs: Any):
+                 probe_headroom: float = 4.0, probe_repeats: int = 3, **runner_kwargs: Any):
         from .runtime import EdgeRunner
 
         self.bundle = bundle if isinstance(bundle, DynamicBundle) else load_dynamic_bundle(bundle)
@@ -162,6 +164,8 @@ class DynamicRunner:
         self.force_plan = force_plan
         self.probe_target_ms = float(probe_target_ms)
         self.probe_max_bytes = int(probe_max_bytes)
+        self.probe_headroom = float(probe_headroom)
+        self.probe_repeats = int(probe_repeats)
         self._probe_endpoint = True  # until a server answers 404 to it
         self._down_until = 0.0
         self._probe_lock = threading.Lock()
@@ -221,15 +225,18 @@ class DynamicRunner:
 
     def probe_bytes(self) -> int:
         """Size of the next differential probe (see the module docstring)."""
-        want = self.estimator.mbps * 125.0 * self.probe_target_ms  # Mbit/s * ms -> bytes
+        # sized for probe_headroom x the estimate, so one probe can reveal a much faster link
+        want = self.estimator.mbps * self.probe_headroom * 125.0 * self.probe_target_ms  # Mbit/s * ms -> bytes
         return int(min(max(want, self.estimator.min_bytes), max(self.probe_max_bytes, self.estimator.min_bytes)))
 
     def probe_sample(self, runner: Any) -> float:
         """One differential probe through ``runner``'s server: Mbit/s (``nan`` if not measurable)."""
         n = self.probe_bytes()
         t0 = runner.probe_network(0)  # also (re)opens the keep-alive connection
-        t1 = runner.probe_network(n)
-        t0 = min(t0, runner.probe_network(0))
+        t1 = math.inf
+        for _ in range(max(1, self.probe_repeats)):  # delays only add: the minimum filters them out
+            t1 = min(t1, runner.probe_network(n))
+            t0 = min(t0, runner.probe_network(0))
         return 8.0 * n / (1000.0 * (t1 - t0)) if t1 > t0 else float("nan")
 
     def _maybe_probe(self) -> None:

@@ -238,7 +238,7 @@ def _scaled(table, factor: float):  # noqa: ANN001, ANN202 - CostTable -> CostTa
                                overhead_ms=table.overhead_ms * factor, total_ms=table.total_ms * factor)
 
 
-def _mask(problem, names) -> "np.ndarray":  # noqa: ANN001, F821
+def _mask(problem, names):  # noqa: ANN001, ANN202 - boolean (1, n) edge mask
     import numpy as np
 
     pos = {n: i for i, n in enumerate(problem.node_names)}
@@ -285,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="add the int8 plans (min-cut quantized afterwards, quantization-aware plan); default on")
     ap.add_argument("--calib", default=None, help="calibration data for the int8 plans (default: 32 random samples)")
     ap.add_argument("--max-accuracy-drop", default="1%", help="accuracy budget of the quantization-aware plan")
-    ap.add_argument("--rtt", type=float, default=0.0, help="added round-trip time in ms (netem only)")
+    ap.add_argument("--rtt", type=float, default=0.0,
+                    help="added round-trip time in ms (netem; without sch_netem a userspace relay adds it)")
     ap.add_argument("--candidates", default="all", choices=["all", "bottlenecks"])
     ap.add_argument("--trace", default="", help="bandwidth schedule MBPS:SECONDS,... run for every plan and dynamic")
     ap.add_argument("--probe-interval-s", type=float, default=1.0, help="dynamic runner's background probe interval")
@@ -317,7 +318,6 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < args.edge_quota <= 1:
         ap.error("--edge-quota must be in (0, 1]")
 
-    import numpy as np
     import onnx
 
     import onnxsplit
@@ -352,6 +352,11 @@ def main(argv: list[str] | None = None) -> int:
         srv = tb.spawn_cloud(env_cmd + me + ["--serve", "--bundle", str(out / "bundle"), "--host", tb.cloud_ip, "--port", "9000"],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         urls = _readline(srv, 300)
+        if args.rtt > 0 and not tb.link_mode.startswith("netem"):  # no sch_netem: delay in a userspace relay
+            ports = {10000 + int(k): 9000 + int(k) for k in urls}
+            tb.start_delay_proxy(ports, rtt_ms=args.rtt)
+            urls = {k: v.replace(f":{9000 + int(k)}", f":{10000 + int(k)}") for k, v in urls.items()}
+            results["delay"] = "userspace relay (tools/testbed/delayproxy.py), rtt/2 each way"
         wk = tb.spawn_edge(env_cmd + me + ["--worker", "--bundle", str(out / "bundle"), "--urls", json.dumps(urls),
                                            "--probe-interval-s", str(args.probe_interval_s)],
                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -541,6 +546,28 @@ def build_plans(args, graph, bws: list[float], cal: dict, out: Path):  # noqa: A
     return plans, res, picks, preds
 
 
+def phase_medians(trace_results: dict, schedule: list[tuple[float, float]]) -> dict[str, list[float]]:
+    """Per method, the median latency of the requests that *started* in each phase of the schedule
+    (``t`` is a request's completion time from the trace start, ``lat`` its latency in ms); a phase
+    in which no request started gets the latency of the request in flight through it."""
+    import numpy as np
+
+    edges = np.cumsum([0.0] + [s for _, s in schedule])
+    out = {}
+    for k, r in trace_results.items():
+        end = np.asarray(r["t"], dtype=float)
+        lat = np.asarray(r["lat"], dtype=float)
+        start = end - lat / 1e3
+        meds = []
+        for i in range(len(schedule)):
+            m = (start >= edges[i]) & (start < edges[i + 1])
+            if not m.any():  # a request started before the phase and was still running through it
+                m = (start < edges[i]) & (end >= edges[i + 1])
+            meds.append(float(np.median(lat[m])) if m.any() else float("nan"))
+        out[k] = meds
+    return out
+
+
 def report(args, results: dict, plans: list[dict], picks: dict, preds: dict, bws: list[float], trace, out: Path) -> None:  # noqa: ANN001
     cells = results["cells"]
 
@@ -580,21 +607,27 @@ def report(args, results: dict, plans: list[dict], picks: dict, preds: dict, bws
             "latency ms, median / p95 (plan id)\n\n" + "\n".join(lines)
             + "\n\npredicted vs measured median (ms)\n\n" + "\n".join(pred_lines) + "\n")
     if trace:
-        tl = ["| method | mean ms | median ms | p95 ms | requests | plans used |", "|---|---|---|---|---|---|"]
         tr = results["trace"]
-        static = {int(k): v for k, v in tr.items() if k != "dynamic"}
-        best_static = min(static, key=lambda k: mean(static[k]["lat"]))
-        for k, r in [*sorted(static.items()), ("dynamic", tr["dynamic"])]:
-            label = f"plan {k} ({plans[k].get('label', plans[k]['kind'])})" if k != "dynamic" else "dynamic"
+        phases = phase_medians(tr, trace)
+        score = {k: mean(v) for k, v in phases.items()}  # every phase counts once, however few requests it served
+        hdr = " | ".join(f"{bw:g} Mbit/s" for bw, _ in trace)
+        tl = [f"| method | {hdr} | phase mean | requests | plans used |", "|---" * (len(trace) + 4) + "|"]
+        static = [k for k in tr if k != "dynamic"]
+        best_static = min(static, key=lambda k: score[k])
+        for k in [*sorted(static, key=int), "dynamic"]:
+            r = tr[k]
+            label = f"plan {k} ({plans[int(k)].get('label', plans[int(k)]['kind'])})" if k != "dynamic" else "dynamic"
             if k == best_static:
                 label += " = best static"
-            tl.append(f"| {label} | {mean(r['lat']):.1f} | {pct(r['lat'], 50):.1f} | {pct(r['lat'], 95):.1f} | {len(r['lat'])} | "
+            tl.append(f"| {label} | " + " | ".join(f"{m:.1f}" for m in phases[k]) + f" | {score[k]:.1f} | {len(r['lat'])} | "
                       f"{','.join(map(str, sorted(set(r['plans']))))} |")
         sched = ", ".join(f"{bw:g} Mbit/s for {s:g} s" for bw, s in trace)
-        gain = mean(static[best_static]["lat"]) / mean(tr["dynamic"]["lat"])
-        text += (f"\ntrace ({sched}), requests back to back\n\n" + "\n".join(tl)
-                 + f"\n\nbest static mean / dynamic mean = {gain:.2f}x\n")
-        results["trace_summary"] = {"best_static": best_static, "best_static_over_dynamic": gain}
+        gain = score[best_static] / score["dynamic"]
+        text += (f"\ntrace ({sched}; requests back to back): median latency (ms) of the requests started in each phase, "
+                 "and their mean over phases\n\n" + "\n".join(tl)
+                 + f"\n\nbest static (plan {best_static}) phase mean / dynamic phase mean = {gain:.2f}x\n")
+        results["trace_summary"] = {"phase_medians_ms": phases, "phase_mean_ms": score, "best_static": best_static,
+                                    "best_static_over_dynamic": gain}
     print("\n" + text)
     results["summary"] = {m: {f"{bw:g}": v for bw, v in s.items()} for m, s in summary.items()}
     results["chosen_over_oracle"] = {f"{bw:g}": r for bw, r in ratio.items()}

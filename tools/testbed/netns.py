@@ -9,7 +9,10 @@ deleted (which deletes the veth pair), the CPU cgroup is removed.
 Link shaping (:meth:`Testbed.set_link`, callable during a run): ``tc qdisc replace ... netem rate R
 delay rtt/2 loss L`` on both veth ends. Where the kernel has no ``sch_netem`` (as on the machine
 these results were measured on: "Specified qdisc kind is unknown") it falls back to ``tbf rate R``
-on both ends: rate only, no added delay or loss; :attr:`Testbed.link_mode` says which is in force.
+on both ends: rate only, no loss, and the delay comes from a userspace TCP relay when one was
+started with :meth:`Testbed.start_delay_proxy` (``tools/testbed/delayproxy.py``: each chunk is held
+``rtt/2`` ms in each direction; :meth:`set_link` updates it during a run); :attr:`Testbed.link_mode`
+says which is in force.
 
 Edge CPU limit: ``taskset -c <edge_cpus>`` plus a CFS quota of ``edge_quota`` CPUs (cgroup v2
 ``cpu.max`` when the unified hierarchy has the cpu controller, else cgroup v1
@@ -74,6 +77,7 @@ class Testbed:
         self.link_mode = "none"
         self.cpu_mode = "none"
         self.cgroup: Path | None = None
+        self.delay_file: Path | None = None  # set by start_delay_proxy
         self._up = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -118,6 +122,9 @@ class Testbed:
                 p.kill()
                 p.wait(timeout=5)
         self.procs.clear()
+        if self.delay_file is not None:
+            self.delay_file.unlink(missing_ok=True)
+            self.delay_file = None
         if self._up:
             for ns in (self.cloud_ns, self.edge_ns):
                 _run(["ip", "netns", "del", ns], check=False)
@@ -227,6 +234,35 @@ class Testbed:
             burst = max(16 * 1024, int(rate_mbps * 1e6 / 8 / 250))  # ~4 ms worth of bytes
             _run(["ip", "netns", "exec", ns, "tc", "qdisc", "replace", "dev", dev, "root", "tbf",
                   "rate", f"{rate_mbps}mbit", "burst", str(burst), "latency", "2000ms"])
-        self.link_mode = (f"netem rate {rate_mbps}mbit delay {rtt_ms / 2}ms loss {loss_pct}%" if mode == "netem"
-                          else f"tbf rate {rate_mbps}mbit (sch_netem unavailable: no added delay/loss)")
+        if mode == "netem":
+            self.link_mode = f"netem rate {rate_mbps}mbit delay {rtt_ms / 2}ms loss {loss_pct}%"
+        elif self.delay_file is not None:
+            self.delay_file.write_text(f"{rtt_ms / 2}\n")
+            self.link_mode = (f"tbf rate {rate_mbps}mbit + userspace relay delay {rtt_ms / 2}ms each way "
+                              f"(sch_netem unavailable: no loss)")
+        else:
+            self.link_mode = f"tbf rate {rate_mbps}mbit (sch_netem unavailable: no added delay/loss)"
         return self.link_mode
+
+    def start_delay_proxy(self, routes: dict[int, int], rtt_ms: float = 0.0) -> dict[int, int]:
+        """Relay ``cloud_ip:LISTEN -> cloud_ip:UPSTREAM`` inside the cloud namespace, holding data
+        ``rtt/2`` in each direction (for kernels without sch_netem; later :meth:`set_link` calls
+        change the delay). Returns ``{upstream: listen}``. Bounded: waits at most 30 s for it."""
+        import json
+        import select
+        import sys
+        import tempfile
+
+        fd, name = tempfile.mkstemp(prefix="onnxsplit-delay-", suffix=".ms")
+        os.close(fd)
+        self.delay_file = Path(name)
+        self.delay_file.write_text(f"{rtt_ms / 2}\n")
+        root = Path(__file__).resolve().parents[2]
+        cmd = ["env", f"PYTHONPATH={root}", sys.executable, "-m", "tools.testbed.delayproxy", "--host", self.cloud_ip,
+               "--map", ",".join(f"{a}:{b}" for a, b in routes.items()), "--delay-file", str(self.delay_file)]
+        p = self.spawn_cloud(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        ready, _, _ = select.select([p.stdout], [], [], 30)
+        line = p.stdout.readline() if ready else ""
+        if not line.startswith("{") or not json.loads(line).get("ready"):
+            raise RuntimeError(f"the delay relay did not start (exit code {p.poll()})")
+        return {b: a for a, b in routes.items()}
