@@ -74,9 +74,24 @@ def zero_feeds(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return {vi.name: np.zeros(_static_shape(vi), _np_dtype(vi.type.tensor_type.elem_type)) for vi in graph_input_infos(model)}
 
 
+def _gather_index_bounds(model: onnx.ModelProto) -> dict[str, int]:
+    """Graph inputs used directly as Gather indices into an initializer: input -> table size."""
+    dims = {i.name: list(i.dims) for i in model.graph.initializer}
+    inputs = {i.name for i in model.graph.input}
+    bounds: dict[str, int] = {}
+    for n in model.graph.node:
+        if n.op_type == "Gather" and len(n.input) > 1 and n.input[1] in inputs and dims.get(n.input[0]):
+            axis = next((a.i for a in n.attribute if a.name == "axis"), 0)
+            table = dims[n.input[0]]
+            bounds[n.input[1]] = min(bounds.get(n.input[1], table[axis]), table[axis])
+    return bounds
+
+
 def random_feeds(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random inputs by dtype: floats ~ N(0,1), ints in [0, 4), bools uniform."""
+    """Random inputs by dtype: floats ~ N(0,1), ints in [0, 4) (below the table size for inputs
+    that index an embedding table directly, e.g. BERT's token_type_ids: [0, 2)), bools uniform."""
     rng = np.random.default_rng(seed)
+    bounds = _gather_index_bounds(model)
     feeds = {}
     for vi in graph_input_infos(model):
         dt = _np_dtype(vi.type.tensor_type.elem_type)
@@ -84,7 +99,7 @@ def random_feeds(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]
         if dt.kind == "f":
             feeds[vi.name] = rng.standard_normal(shape).astype(dt)
         elif dt.kind in "iu":
-            feeds[vi.name] = rng.integers(0, 4, size=shape).astype(dt)
+            feeds[vi.name] = rng.integers(0, max(1, min(4, bounds.get(vi.name, 4))), size=shape).astype(dt)
         elif dt.kind == "b":
             feeds[vi.name] = rng.integers(0, 2, size=shape).astype(bool)
         else:

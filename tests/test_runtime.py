@@ -822,3 +822,23 @@ def test_runner_sends_raw_inputs_and_rejects_bad_feeds(bundles, server) -> None:
             r.infer({**feeds, "image": feeds["image"][:, :, :8, :8]})
         with pytest.raises(Exception, match="unexpected input 'z'"):
             r.infer({**feeds, "z": feeds["vector"]})
+
+
+def test_random_feeds_respect_embedding_table_sizes() -> None:
+    """Integer inputs that index a table directly stay inside it (BERT token_type_ids: 2 rows)."""
+    table = numpy_helper.from_array(np.zeros((2, 4), np.float32), "type_table")
+    g = helper.make_graph(
+        [helper.make_node("Gather", ["type_table", "token_type_ids"], ["emb"], name="g"),
+         helper.make_node("Cast", ["input_ids"], ["ids_f"], to=TensorProto.FLOAT, name="c")],
+        "bert_like",
+        [helper.make_tensor_value_info("token_type_ids", TensorProto.INT64, [1, 4096]),
+         helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, 4096])],
+        [helper.make_tensor_value_info("emb", TensorProto.FLOAT, [1, 4096, 4]),
+         helper.make_tensor_value_info("ids_f", TensorProto.FLOAT, [1, 4096])],
+        [table],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    feeds = random_feeds(m, seed=0)
+    assert set(np.unique(feeds["token_type_ids"])) == {0, 1}
+    assert set(np.unique(feeds["input_ids"])) == {0, 1, 2, 3}
+    ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)

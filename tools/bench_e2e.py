@@ -85,11 +85,21 @@ def _shapes(specs: list[str]) -> dict[str, tuple[int, ...]]:
 
 
 # ----------------------------------------------------------------------- inside the namespaces
+def bench_feeds(specs: dict) -> dict:
+    """Request inputs: floats ~ N(0, 1) (seed 0); integers and bools zero, which is a valid token
+    id / type id / mask value for embedding lookups (random integers can index out of range)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    return {n: (rng.standard_normal(shape).astype(dt) if np.issubdtype(dt, np.floating) else np.zeros(shape, dtype=dt))
+            for n, (shape, dt) in specs.items()}
+
+
 def time_models(args: argparse.Namespace) -> int:
     """Median onnxruntime latency (1 thread, default optimizations) of each model file, as JSON."""
     import numpy as np
 
-    from onnxsplit.runtime_ort import make_session, random_feeds
+    from onnxsplit.runtime_ort import make_session
 
     out = {}
     for path in args.time_models:
@@ -97,7 +107,10 @@ def time_models(args: argparse.Namespace) -> int:
 
         model = onnx.load(path)
         sess = make_session(model, optimize=True, threads=1)
-        feeds = random_feeds(model, seed=0)
+        from onnx import helper
+
+        feeds = bench_feeds({i.name: ([d.dim_value or 1 for d in i.type.tensor_type.shape.dim],
+                                      helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type)) for i in model.graph.input})
         for _ in range(3):
             sess.run(None, feeds)
         lat, end = [], time.monotonic() + args.min_s
@@ -134,7 +147,6 @@ def ping(args: argparse.Namespace) -> int:
 
 def worker(args: argparse.Namespace) -> int:
     """Runs in the edge namespace: JSON commands on stdin, JSON answers on stdout."""
-    import numpy as np
 
     from onnxsplit.dynamic import BandwidthEstimator, DynamicRunner
 
@@ -146,10 +158,9 @@ def worker(args: argparse.Namespace) -> int:
     forced = {k: DynamicRunner(dyn.bundle, urls, plans=[k], force_plan=k, probe_on_start=False, probe_interval_s=0, **kw)
               for k in dyn.runners}
     first = dyn.runners[dyn.bundle.all_edge].bundle
-    rng = np.random.default_rng(0)
     from onnxsplit.runtime.protocol import np_dtype
 
-    feeds = {t.name: rng.standard_normal([d or 1 for d in t.shape]).astype(np_dtype(t.datatype)) for t in first.edge_inputs}
+    feeds = bench_feeds({t.name: ([d or 1 for d in t.shape], np_dtype(t.datatype)) for t in first.edge_inputs})
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         cmd = json.loads(line)
