@@ -11,7 +11,9 @@ moved ``B`` bytes (request tensors up + response tensors down) and whose timing 
 ``network_ms`` of *small* transfers (``B < min_bytes``), which are dominated by latency and only
 update that minimum. Samples of ``B >= min_bytes`` update the estimate by an exponentially
 weighted moving average ``est <- alpha * sample + (1 - alpha) * est`` (the first sample sets it),
-clamped to ``[floor_mbps, ceil_mbps]``. Before any sample the estimate is ``initial_mbps``.
+except that a sample below ``est / drop_factor`` replaces the estimate (a collapsing link is
+believed at once: with the average alone, each of the next few requests would be sent on a plan
+sized for the old bandwidth), clamped to ``[floor_mbps, ceil_mbps]``. Before any sample the estimate is ``initial_mbps``.
 
 :class:`DynamicRunner` holds one :class:`~onnxsplit.runtime.EdgeRunner` per plan of a dynamic
 bundle (:mod:`onnxsplit.dynamic_bundle`) and the policy table. Per request it reads the batch size
@@ -58,7 +60,8 @@ class BandwidthEstimator:
     """EWMA uplink estimator (see the module docstring for the formula)."""
 
     def __init__(self, initial_mbps: float = 10.0, *, alpha: float = 0.3, rtt_ms: float | None = None,
-                 min_bytes: int = 16 * 1024, min_ms: float = 0.05, floor_mbps: float = 0.01, ceil_mbps: float = 1e5):
+                 min_bytes: int = 16 * 1024, min_ms: float = 0.05, floor_mbps: float = 0.01, ceil_mbps: float = 1e5,
+                 drop_factor: float = 4.0):
         if not 0 < alpha <= 1:
             raise UsageError("alpha must be in (0, 1]")
         self.alpha = float(alpha)
@@ -66,6 +69,9 @@ class BandwidthEstimator:
         self.fixed_rtt = rtt_ms
         self.min_bytes = int(min_bytes)
         self.min_ms = float(min_ms)
+        if not drop_factor > 1:
+            raise UsageError("drop_factor must be > 1")
+        self.drop_factor = float(drop_factor)
         self.floor_mbps, self.ceil_mbps = float(floor_mbps), float(ceil_mbps)
         self._lock = threading.Lock()
         self._est: float | None = None
@@ -113,7 +119,10 @@ class BandwidthEstimator:
 
     def _add(self, s: float) -> None:  # caller holds the lock
         s = min(max(s, self.floor_mbps), self.ceil_mbps)
-        self._est = s if self._est is None else self.alpha * s + (1 - self.alpha) * self._est
+        if self._est is None or s < self._est / self.drop_factor:
+            self._est = s
+        else:
+            self._est = self.alpha * s + (1 - self.alpha) * self._est
         self.samples += 1
         self.last_update = time.monotonic()
 

@@ -30,7 +30,7 @@ TINY = ROOT / "examples" / "tiny_cnn.onnx"
 
 # ----------------------------------------------------------------------------- estimator
 def test_estimator_formula_and_ewma():
-    est = BandwidthEstimator(initial_mbps=7.0, alpha=0.5, rtt_ms=2.0, min_bytes=1000)
+    est = BandwidthEstimator(initial_mbps=7.0, alpha=0.5, rtt_ms=2.0, min_bytes=1000, drop_factor=20.0)
     assert est.mbps == 7.0
     # 1.25 MB in 10 ms of transfer (12 ms network - 2 ms rtt) = 1000 Mbit/s
     assert est.sample(1_250_000, 12.0) == pytest.approx(1000.0)
@@ -49,6 +49,16 @@ def test_estimator_learns_rtt_from_small_transfers_and_clamps():
     assert est.update(1_000_000, 3.0) == 500.0  # t clamps to min_ms, sample clamps to the ceiling
     est2 = BandwidthEstimator(min_bytes=10)
     assert est2.update(100, float("nan")) == est2.initial_mbps
+
+
+def test_estimator_believes_a_collapse_at_once():
+    est = BandwidthEstimator(alpha=0.5, rtt_ms=0.0, min_bytes=1, drop_factor=4.0)
+    est.add_sample(1000.0)
+    assert est.add_sample(300.0) == pytest.approx(650.0)  # not a collapse: averaged
+    assert est.add_sample(10.0) == 10.0  # below 650 / 4: replaces the estimate
+    assert est.add_sample(1000.0) == pytest.approx(505.0)  # recoveries are averaged
+    with pytest.raises(onnxsplit.errors.UsageError):
+        BandwidthEstimator(drop_factor=1.0)
 
 
 def test_estimator_direct_samples():

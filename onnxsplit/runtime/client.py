@@ -297,8 +297,11 @@ class EdgeRunner:
         conn = self._get_conn()
         try:
             t0 = time.perf_counter()
-            conn.request("POST", self._prefix + "/v2/onnxsplit/probe", body=body,
-                         headers={"Content-Type": "application/octet-stream", **self._auth()})
+            try:
+                conn.request("POST", self._prefix + "/v2/onnxsplit/probe", body=body,
+                             headers={"Content-Type": "application/octet-stream", **self._auth()})
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the server may refuse (413) and close before reading the body: read its answer
             resp = conn.getresponse()
             answer = resp.read()
             ms = (time.perf_counter() - t0) * 1e3
