@@ -251,7 +251,7 @@ def test_artifact_round_trips(tmp_path: Path) -> None:
     m = _tiny_model()
     path = m.save(tmp_path / "host-x86" / "ort-cpu-fp32.json")
     doc = json.loads(path.read_text())
-    assert doc["schema"] == "onnxsplit.costmodel/1" and doc["coefficient_units"]["mflops"] == "ms/MFLOP"
+    assert doc["schema"] == "onnxsplit.costmodel/2" and doc["coefficient_units"]["mflops"] == "ms/MFLOP"
     back = CostModel.load(path)
     assert back.to_json() == m.to_json()
     assert find_cost_model("host-x86", "ort-cpu", "fp32", tmp_path).version == "7"
@@ -266,7 +266,19 @@ def test_artifact_round_trips(tmp_path: Path) -> None:
         (lambda d: d.pop("provenance"), r"provenance: missing key"),
         (lambda d: d["provenance"].pop("license"), r"provenance.license: missing key"),
         (lambda d: d["accuracy"]["holdout"].pop("mape_pct"), r"accuracy.holdout.mape_pct: missing key"),
-        (lambda d: d.update(schema="onnxsplit.costmodel/0"), r"schema: expected 'onnxsplit.costmodel/1'"),
+        (lambda d: d.update(schema="onnxsplit.costmodel/0"), r"schema: expected 'onnxsplit.costmodel/2'"),
+        (lambda d: d["kernel_configs"].update({"conv|Conv|1x1->1x1||": {"family": "conv", "ms": -1.0, "law_ms": 0.1,
+                                                                          "n_train": 3}}),
+         r"kernel_configs.conv\|Conv.*\.ms: must be a finite number >= 0"),
+        (lambda d: d["kernel_configs"].update({"pool|MaxPool|1x1->1x1||": {"family": "pool", "ms": 1.0, "law_ms": 0.1,
+                                                                             "n_train": 3}}),
+         r"kernel_configs.pool.*family 'pool' has no law"),
+        (lambda d: d["kernel_configs"].update({"elementwise|Relu|1->1||": {"family": "conv", "ms": 1.0, "law_ms": 0.1,
+                                                                             "n_train": 3}}),
+         r"does not start with its family 'conv\|'"),
+        (lambda d: d["kernel_configs"].update({"conv|Conv|1->1||": {"family": "conv", "ms": 1.0, "n_train": 3}}),
+         r"kernel_configs.conv.*expected exactly the keys"),
+        (lambda d: d.pop("kernel_configs"), r"kernel_configs: missing key"),
         (lambda d: d["coefficient_units"].update(mflops="ms/GFLOP"), r"coefficient_units.mflops: unit 'ms/GFLOP'"),
         (lambda d: d.update(extra=1), r"extra: unknown key"),
         (lambda d: d["families"]["conv"].pop("one"), r"families.conv: must give a coefficient for exactly"),
@@ -281,6 +293,130 @@ def test_artifact_validation_rejects_malformed(tmp_path: Path, edit, pattern: st
     with pytest.raises(CostModelError, match=pattern) as exc:
         CostModel.load(p)
     assert str(p) in str(exc.value) and isinstance(exc.value, OnnxSplitError)
+
+
+def test_schema_v1_files_still_load(tmp_path: Path) -> None:
+    doc = _tiny_model().to_json()
+    doc["schema"] = "onnxsplit.costmodel/1"
+    doc.pop("kernel_configs")
+    p = tmp_path / "v1.json"
+    p.write_text(json.dumps(doc))
+    m = CostModel.load(p)
+    assert m.kernel_configs == {} and m.families["conv"]["mflops"] == 0.01
+    doc["kernel_configs"] = {}
+    p.write_text(json.dumps(doc))
+    with pytest.raises(CostModelError, match="kernel_configs: unknown key"):
+        CostModel.load(p)
+
+
+def _config_samples(rng: np.random.Generator, n: int, true_cfg: dict[str, float], law: dict[str, float],
+                    feats_of: dict[str, dict[str, float]]) -> list[Sample]:
+    """Whole-model samples made of configurations A..E: latency = overhead + sum of true config costs."""
+    out = []
+    sigs = sorted(feats_of)
+    for i in range(n):
+        counts = {sig: float(rng.integers(0, 4)) for sig in sigs}
+        if not any(counts.values()):
+            counts[sigs[0]] = 1.0
+        fam_feats = dict.fromkeys(FEATURES, 0.0)
+        for sig, c in counts.items():
+            for f in FEATURES:
+                fam_feats[f] += c * feats_of[sig][f]
+        lat = 0.01 + sum(c * true_cfg.get(sig, law[sig]) for sig, c in counts.items())
+        out.append(Sample(f"m{i}", lat, {"conv": fam_feats}, configs={s: c for s, c in counts.items() if c},
+                          config_info={s: ("conv", feats_of[s]) for s in sigs}))
+    return out
+
+
+def test_kernel_configs_recover_per_configuration_costs() -> None:
+    """Configurations whose true cost departs from the family law get their own fitted cost;
+    an unseen configuration keeps the law; a model without config terms cannot fit the data."""
+    from onnxsplit.cost.fit import fit_kernel_configs
+
+    rng = np.random.default_rng(0)
+    coef = {"mflops": 0.01, "in_mb": 0.0, "out_mb": 0.0, "param_mb": 0.0, "one": 0.002}
+    feats_of = {f"conv|Conv|cfg{k}||": {"mflops": m, "in_mb": 0.1, "out_mb": 0.1, "param_mb": 0.01, "one": 1.0}
+                for k, m in zip("ABCDE", (10.0, 40.0, 90.0, 160.0, 250.0))}
+    law = {s: sum(coef[f] * v for f, v in ft.items()) for s, ft in feats_of.items()}
+    # A is 2x slower than the law (a badly-tuned shape), C 40 % faster; B, D, E follow the law
+    true_cfg = {"conv|Conv|cfgA||": 2.0 * law["conv|Conv|cfgA||"], "conv|Conv|cfgC||": 0.6 * law["conv|Conv|cfgC||"]}
+    samples = _config_samples(rng, 200, true_cfg, law, feats_of)
+    fams, oh = fit_samples(samples)
+    base_err = np.mean([abs(predict_sample(fams, oh, s) - s.latency_ms) / s.latency_ms for s in samples])
+    configs, oh, info = fit_kernel_configs(samples, fams, oh, min_count=5)
+    assert set(configs) == set(feats_of) and info["n_configs"] == 5
+    model = CostModel(target="host-x86", runtime="ort-cpu", precision="fp32", version="1", features=FEATURES,
+                      families=fams, overhead_ms=oh, kernel_configs=configs,
+                      provenance={"source": "t", "license": "CC0-1.0", "citation": "", "n_samples": 1, "date": "x"},
+                      accuracy={"holdout": {"n": 0, "mape_pct": None, "median_ape_pct": None, "spearman": None}})
+    from onnxsplit.cost.fit import predict_model_sample
+
+    err = np.mean([abs(predict_model_sample(model, s) - s.latency_ms) / s.latency_ms for s in samples])
+    assert err < 0.01 < base_err
+    ratio_a = configs["conv|Conv|cfgA||"]["ms"] / configs["conv|Conv|cfgB||"]["ms"]
+    true_ratio = true_cfg["conv|Conv|cfgA||"] / law["conv|Conv|cfgB||"]
+    assert ratio_a == pytest.approx(true_ratio, rel=0.05)
+    assert configs["conv|Conv|cfgC||"]["ms"] / configs["conv|Conv|cfgD||"]["ms"] == pytest.approx(
+        true_cfg["conv|Conv|cfgC||"] / law["conv|Conv|cfgD||"], rel=0.05)
+    # min_count: a configuration seen in fewer measurements gets no entry (the law applies)
+    rare = [s for s in samples[:3]]
+    assert fit_kernel_configs(rare, fams, oh, min_count=5)[0] == {}
+    assert oh == pytest.approx(0.01, rel=0.05)
+
+
+def test_kernel_configs_round_trip_and_drive_predict(tmp_path: Path, resnet: onnxsplit.Graph) -> None:
+    """A fitted config cost is what predict() gives the kernel's head node; other kernels use the law."""
+    ks = group_kernels(resnet, "ort-cpu")
+    stem = next(k for k in ks if k.head == "stem.conv")
+    m = _tiny_model()
+    m.families.update({f: dict.fromkeys(FEATURES, 0.001) for f in ("conv_pw", "pool", "gemm", "reshape", "elementwise")})
+    m.kernel_configs = {stem.signature: {"family": "conv", "ms": 12.5, "law_ms": 0.3, "n_train": 9}}
+    path = m.save(tmp_path / "m.json")
+    back = CostModel.load(path)
+    assert back.kernel_configs == m.kernel_configs and back.to_json() == m.to_json()
+    table = predict(resnet, "host-x86", cost_model=back)
+    assert table.latency_ms["stem.conv"] == pytest.approx(12.5)
+    other = next(k for k in ks if k.family == "conv" and k.signature != stem.signature)
+    assert table.latency_ms[other.head] == pytest.approx(back.predict_features("conv", other.features))
+    # a config entry never stands in for a family the model lacks
+    back.families.pop("pool")
+    pool = next(k for k in ks if k.family == "pool")
+    back.kernel_configs[pool.signature] = {"family": "pool", "ms": 1.0, "law_ms": 1.0, "n_train": 5}
+    assert back.predict_kernel(pool) is None
+
+
+def test_memory_floor_raises_dram_bound_kernels_only(tmp_path: Path) -> None:
+    """A kernel whose bytes exceed the cache costs at least bytes / bandwidth; smaller ones, and
+    Gather-like data movement, keep the law; the floor round-trips and is validated."""
+    from onnxsplit.profile import _B
+
+    b = _B("big_fc", seed=0)
+    x = b.input((1, 4096))
+    y = b.linear(x, 4096, 4096)  # 67 MB of fp32 weights
+    b.outputs.append(b.linear(y, 4096, 16))  # 0.26 MB
+    g = onnxsplit.load_graph(b.model())
+    m = _tiny_model()
+    m.families["gemm"] = dict.fromkeys(FEATURES, 1e-4)
+    m.families["data_movement"] = dict.fromkeys(FEATURES, 1e-4)
+    ks = [k for k in group_kernels(g) if k.family == "gemm"]
+    big, small = sorted(ks, key=lambda k: -k.nbytes)
+    law_big = m.predict_kernel(big)
+    m.memory_floor = {"dram_gbps": 20.0, "cache_mb": 32.0, "bytes_scale": 1.0, "source": "test"}
+    assert m.predict_kernel(big) == pytest.approx(big.nbytes / 20e9 * 1e3)
+    assert m.predict_kernel(big) > 10 * law_big
+    assert m.predict_kernel(small) == pytest.approx(m.predict_features("gemm", small.features))
+    back = CostModel.load(m.save(tmp_path / "f.json"))
+    assert back.memory_floor == m.memory_floor and back.predict_kernel(big) == m.predict_kernel(big)
+    assert predict(g, "host-x86", cost_model=back).latency_ms[big.head] == pytest.approx(big.nbytes / 20e9 * 1e3)
+    gather = copy.copy(big)
+    gather.family = "data_movement"
+    assert back.predict_kernel(gather) == pytest.approx(back.predict_features("data_movement", big.features))
+    doc = back.to_json()
+    doc["memory_floor"]["dram_gbps"] = 0
+    p = tmp_path / "bad.json"
+    p.write_text(json.dumps(doc))
+    with pytest.raises(CostModelError, match="memory_floor.dram_gbps: must be a finite number > 0"):
+        CostModel.load(p)
 
 
 def test_artifact_not_json(tmp_path: Path) -> None:
@@ -365,7 +501,7 @@ def test_profile_refuses_other_isa_and_rpc(tmp_path: Path) -> None:
     if platform.machine() in ("x86_64", "AMD64"):
         with pytest.raises(ProfileError, match="run `onnxsplit profile --target rpi4 -o rpi4.csv` on the device"):
             run_profile("rpi4", tmp_path / "x.csv", n_kernels=1)
-    with pytest.raises(ProfileError, match="TVM RPC is not implemented yet"):
+    with pytest.raises(OnnxSplitError, match="--rpc needs --device-key"):  # TVM RPC: tests/test_profile_tvm.py
         _cli(["profile", "--target", "host-x86", "-o", str(tmp_path / "x.csv"), "--rpc", "localhost:9190"])
 
 

@@ -214,3 +214,125 @@ def test_fit_smoke(capsys):
     assert H.main(["fit", "--device", "titan_rtx_1", "--samples", "40", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "holdout" in out and "nb201" in out and "fbnet" in out
+
+
+# ------------------------------------------------------------------------ tools/eval_cost_model.py
+_EVAL = Path(__file__).resolve().parent.parent / "tools" / "eval_cost_model.py"
+_espec = importlib.util.spec_from_file_location("eval_cost_model", _EVAL)
+E = importlib.util.module_from_spec(_espec)
+sys.modules["eval_cost_model"] = E
+_espec.loader.exec_module(E)
+
+
+def test_eval_help_runs():
+    import subprocess
+
+    out = subprocess.run([sys.executable, str(_EVAL), "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "--samples" in out.stdout and "within" in out.stdout.lower() + "within"
+
+
+def test_eval_metrics():
+    rows = [{"name": "a", "measured_ms": 10.0, "predicted_ms": 10.5},
+            {"name": "b", "measured_ms": 10.0, "predicted_ms": 12.0},
+            {"name": "c", "measured_ms": 4.0, "predicted_ms": 3.8}]
+    m = E.metrics(rows)
+    assert m["n"] == 3 and m["within_10_pct"] == pytest.approx(200 / 3, abs=0.01)
+    assert m["mape_pct"] == pytest.approx((5 + 20 + 5) / 3, abs=1e-3) and m["median_ape_pct"] == pytest.approx(5.0)
+    assert m["max_ape_pct"] == pytest.approx(20.0) and m["worst"] == "b"
+    assert E.metrics([])["n"] == 0
+
+
+def _synthetic_help_dir(tmp_path: Path, n_per_space: int = 12) -> tuple[Path, dict[str, str]]:
+    """A HELP-shaped data folder with synthetic latencies (no ../shared needed): train archs get an
+    absurd latency (1e6 ms), so an evaluation that used one would show it as the worst case."""
+    rng = np.random.default_rng(5)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    split: dict[str, str] = {}
+    rows = {"nb201": [], "fbnet": []}
+    while min(len(v) for v in rows.values()) < n_per_space:
+        arch = "|" + "|+|".join("|".join(f"{H.NB201_OPS[int(rng.integers(1, 5))]}~{j}" for j in range(t))
+                                for t in (1, 2, 3)) + "|"
+        ops = " ".join(H.FBNET_BLOCKS[int(rng.integers(len(H.FBNET_BLOCKS)))] for _ in H.fbnet_layers())
+        for space, a in (("nb201", arch), ("fbnet", ops)):
+            if len(rows[space]) < n_per_space and a not in [r[1] for r in rows[space]]:
+                sp = H.split_of(f"{space}:{a}")
+                idx = len(rows[space])
+                split[f"{space}-{idx}"] = sp
+                rows[space].append((idx, a, 1e6 if sp == "train" else 5.0 + idx))
+    for fname, key, space in ((H.NB201_CSV, "arch", "nb201"), (H.FBNET_CSV, "ops", "fbnet")):
+        with open(tmp_path / fname, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["index", key, "raspi4"])
+            w.writerows(rows[space])
+    return tmp_path, split
+
+
+def test_eval_tiny_run_on_synthetic_help_data(tmp_path, capsys):
+    from onnxsplit.cost import FEATURES, CostModel
+
+    data, split = _synthetic_help_dir(tmp_path / "data")
+    assert "holdout" in split.values() and "train" in split.values()
+    cm = CostModel(target="rpi4", runtime="ort-cpu", precision="fp32", version="1", features=FEATURES,
+                   families={f: dict.fromkeys(FEATURES, 0.001) for f in
+                             ("conv", "conv_pw", "conv_dw", "pool", "elementwise", "gemm", "reshape", "norm",
+                              "data_movement")},
+                   overhead_ms=0.1,
+                   provenance={"source": "synthetic", "license": "CC0-1.0", "citation": "", "n_samples": 1,
+                               "date": "2024-01-01", "device_column": "raspi4", "nb201_none_mode": "prune",
+                               "fusion_rules": "ort-cpu"},
+                   accuracy={"holdout": {"n": 0, "mape_pct": None, "median_ape_pct": None, "spearman": None}})
+    cm.save(tmp_path / "models" / "rpi4" / "ort-cpu-fp32.json")
+    rc = E.main(["--cost-models", str(tmp_path / "models"), "--help-dir", str(data), "--samples", "0",
+                 "--json", "--quiet"])
+    assert rc == 0
+    import json
+
+    (res,) = json.loads(capsys.readouterr().out)
+    names = [r["name"] for r in res["models"]["all"]]
+    n_hold = sum(v == "holdout" for v in split.values())
+    assert res["metrics"]["all"]["n"] == n_hold == len(names)
+    assert all(r["measured_ms"] < 1e5 for r in res["models"]["all"])  # no train arch evaluated
+    assert res["metrics"]["nb201"]["n"] + res["metrics"]["fbnet"]["n"] == n_hold
+    # the table renders the same numbers
+    rc = E.main(["--cost-models", str(tmp_path / "models"), "--help-dir", str(data), "--samples", "4", "--quiet"])
+    table = capsys.readouterr().out
+    assert rc == 0 and "| rpi4 | ort-cpu-fp32 | all | 4 |" in table
+
+
+def test_eval_refuses_heldout_model_used_in_fitting(tmp_path):
+    """The host-x86 evaluation aborts if a held-out model's structure matches a training model row."""
+    from onnxsplit.cost import FEATURES, CostModel
+    from onnxsplit.profile import CSV_COLUMNS, graph_of_spec
+
+    spec = {"gen": "zoo", "name": "tiny_cnn"}
+    g = graph_of_spec(spec)
+    d = tmp_path / "host-x86"
+    d.mkdir()
+    import json
+
+    row = dict.fromkeys(CSV_COLUMNS, "")
+    row.update(kind="model", name="zoo:tiny_cnn", spec=json.dumps(spec), target="host-x86", runtime="ort-cpu",
+               precision="fp32", median_ms="0.05")
+    with open(d / "train.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        w.writeheader()
+        w.writerow(row)
+    cm = CostModel(target="host-x86", runtime="ort-cpu", precision="fp32", version="1", features=FEATURES,
+                   families={"conv": dict.fromkeys(FEATURES, 0.001)}, overhead_ms=0.01,
+                   provenance={"source": "t", "license": "CC0-1.0", "citation": "", "n_samples": 1,
+                               "date": "2024-01-01", "data_files": ["train.csv"]},
+                   accuracy={"holdout": {"n": 0, "mape_pct": None, "median_ape_pct": None, "spearman": None}})
+    cm = CostModel.load(cm.save(d / "ort-cpu-fp32.json"))
+    fps, names = E.training_fingerprints(cm)
+    assert E.fingerprint(g) in fps and names == {"zoo:tiny_cnn"}
+    from onnxsplit import zoo
+
+    E_held = E.HeldOut("tiny again", "generated", lambda: zoo.tiny_cnn())
+    orig = E.host_models
+    E.host_models = lambda which: ([E_held], [])
+    try:
+        with pytest.raises(SystemExit, match="were used in fitting"):
+            E.eval_host([cm], which="quick", rounds=1, reps=3, cache_dir=tmp_path / "cache", remeasure=True,
+                        say=lambda s: None, tolerance=0)
+    finally:
+        E.host_models = orig

@@ -32,19 +32,6 @@ x86_only = pytest.mark.skipif(not X86, reason="times host-x86 (x86-64) TVM build
 FAST = dict(warmup=1, reps=3, rounds=1, max_seconds=0.05)
 
 
-def _cli_wires_rpc() -> bool:
-    """``onnxsplit profile`` passes --rpc/--device-key to run_profile (onnxsplit/cost/cli.py)."""
-    from onnxsplit.cli import build_parser
-
-    parser = build_parser()
-    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-    return "--device-key" in sub.choices["profile"]._option_string_actions
-
-
-needs_cli_rpc = pytest.mark.skipif(not _cli_wires_rpc(), reason="onnxsplit/cost/cli.py does not pass --rpc/--device-key "
-                                   "to onnxsplit.profile.run_profile yet")
-
-
 def _one_line_error(capsys: pytest.CaptureFixture) -> str:
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: "), err
@@ -112,7 +99,6 @@ def test_gpu_target_without_gpu_needs_rpc(tmp_path: Path) -> None:
 
 @pytest.mark.tvm
 @needs_tvm
-@needs_cli_rpc
 def test_unreachable_tracker_cli(tmp_path: Path, capsys) -> None:
     rc = main(["profile", "--target", "host-x86", "--runtime", "tvm", "--rpc", "127.0.0.1:1", "--device-key", "local",
                "-o", str(tmp_path / "x.csv"), "--kernels", "1", "--no-models"])
@@ -244,7 +230,6 @@ def test_profile_in_process_fp32_and_int8(host_x86_runs_here, tmp_path: Path) ->
 @pytest.mark.tvm
 @needs_tvm
 @x86_only
-@needs_cli_rpc
 def test_profile_cli_through_rpc_tracker(host_x86_runs_here, rpc_tracker, tmp_path: Path, capsys) -> None:
     out = tmp_path / "cli.csv"
     assert main(["profile", "--target", "host-x86", "--rpc", f"127.0.0.1:{rpc_tracker}", "--device-key", "local",

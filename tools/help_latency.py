@@ -40,7 +40,9 @@ What is here
   :func:`build_model`). Degenerate NB201 archs (341 of 15,625) are left out.
 * ``fit``: samples both spaces (half each), builds the IR graphs (:func:`build_graph`, from a
   weightless skeleton: ~35 ms a graph), fits ``onnxsplit.cost.fit.fit_from_whole_models`` on the
-  train split, reports holdout MAPE, median APE and Spearman rank correlation (overall and per
+  train split (per-family laws plus, nn-Meter style, an own cost for every kernel configuration
+  seen in at least ``--config-min-count`` training models: ``onnxsplit.cost.fit.fit_kernel_configs``),
+  reports holdout MAPE, median APE and Spearman rank correlation (overall and per
   space), stores them as the artifact's ``accuracy`` and writes
   ``cost_models/<target>/<runtime>-<precision>.json`` (``--all``: the three :data:`TARGETS`).
 
@@ -692,6 +694,10 @@ def fit_one(device: str, target: str, runtime: str, precision: str, what: str,
         target=target, runtime=fit_runtime, precision=precision, provenance=provenance,
         holdout_fraction=args.inner_holdout, seed=args.seed, rules=rules,
         names=[chosen[i].model_id for i in train],
+        kernel_configs=not getattr(args, "no_kernel_configs", False),
+        config_min_count=getattr(args, "config_min_count", 5),
+        cv_folds=getattr(args, "cv_folds", 0),
+        version=getattr(args, "version", "2"),
     )
     t_fit = time.perf_counter() - t0
     hold_samples = {i: F.sample_from_graph(graphs[i], chosen[i].latency_ms, name=chosen[i].model_id, rules=rules)
@@ -751,7 +757,7 @@ def _rules(name: str):  # noqa: ANN202 - str or onnxsplit.cost.kernels.FusionRul
 
 
 def _pred_true(F, model, samples) -> tuple[list[float], list[float]]:  # noqa: ANN001
-    return ([F.predict_sample(model.families, model.overhead_ms, s) for s in samples],
+    return ([F.predict_model_sample(model, s) for s in samples],
             [s.latency_ms for s in samples])
 
 
@@ -779,6 +785,13 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--inner-holdout", type=float, default=0.0,
                    help="holdout_fraction passed to fit_from_whole_models (the tool holds out its own split)")
     f.add_argument("--rules", default=None, help="fusion rules name (default: the runtime's)")
+    f.add_argument("--no-kernel-configs", action="store_true",
+                   help="family laws only (no per-kernel-configuration costs)")
+    f.add_argument("--config-min-count", type=int, default=5,
+                   help="a kernel configuration gets its own cost when it occurs in at least N training models")
+    f.add_argument("--cv-folds", type=int, default=0,
+                   help="k-fold cross-validation inside the train split, stored as accuracy.cross_validation (0: off)")
+    f.add_argument("--version", default="2", help="artifact version string (default 2: family laws + kernel configs)")
     f.add_argument("--dry-run", action="store_true", help="fit and report, write nothing")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--out-dir", default=str(REPO_ROOT / "cost_models"))

@@ -64,13 +64,11 @@ def _parse_model_arg(value: str) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------ profile
 def cmd_profile(args: argparse.Namespace) -> int:
-    from ..profile import ProfileError, run_profile
+    from ..profile import run_profile
     from ..targets import load_target
 
-    if args.rpc:
-        raise ProfileError(
-            f"--rpc {args.rpc}: profiling through TVM RPC is not implemented yet; run `onnxsplit profile --target "
-            f"{args.target} -o FILE.csv` on the device itself and copy the CSV back")
+    if args.device_key and not args.rpc:
+        raise UsageError("--device-key needs --rpc HOST:PORT (the TVM RPC tracker the board's server registered with)")
     target = load_target(args.target)
     precisions = _csv_list(args.precision, ("fp32", "int8"), "--precision")
     extra = [_parse_model_arg(m) for m in args.model or []]
@@ -94,6 +92,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
         high_priority=args.high_priority,
         kernel_families=[f.strip() for f in args.families.split(",")] if args.families else None,
         progress=say,
+        rpc=args.rpc,
+        device_key=args.device_key,
+        session_timeout=args.session_timeout,
     )
     groups: dict[tuple[str, str, str], list[float]] = {}
     for r in res.rows:
@@ -102,6 +103,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     summary = {
         "output": str(res.path) if res.path else None,
         "target": target.name,
+        "runtime": res.rows[0]["runtime"] if res.rows else args.runtime,
         "rows": len(res.rows),
         "skipped": [{"name": n, "reason": why} for n, why in res.skipped],
         "wall_s": round(res.wall_s, 1),
@@ -124,7 +126,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     high = bool(res.rows) and res.rows[0].get("priority") == "high"
     if isinstance(load, (int, float)) and summary["threads"] and load > 0.5 and not high:
         warn = f"  (load average {load}: background load inflates times; profile an idle machine or use --high-priority)"
-    print(f"\nwrote {len(res.rows)} rows to {res.path} in {res.wall_s:.0f} s, {summary['threads']} threads{warn}")
+    skipped = f", {len(res.skipped)} sample(s) skipped (listed above)" if res.skipped else ""
+    print(f"\nwrote {len(res.rows)} rows to {res.path} in {res.wall_s:.0f} s, {summary['threads']} threads{skipped}{warn}")
     print(f"fit with: onnxsplit cost-model fit {res.path} --target {target.name}")
     return 0
 
@@ -161,9 +164,20 @@ def cmd_cost_model_fit(args: argparse.Namespace) -> int:
         prov.setdefault("tuning_dbs", [str(d) for d in args.from_tuning_db])
         if args.runtime is None and not args.data:
             args.runtime = "tvm"
+    extra: dict[str, Any] = {}
+    if args.memory_floor_cache_mb is not None:
+        if args.memory_floor_cache_mb <= 0:
+            raise UsageError(f"--memory-floor-cache-mb must be > 0, got {args.memory_floor_cache_mb}")
+        extra["memory_floor"] = {
+            "dram_gbps": float(target.mem_bandwidth_gbps),
+            "cache_mb": float(args.memory_floor_cache_mb),
+            "bytes_scale": 0.25 if precision == "int8" else 0.5 if precision == "fp16" else 1.0,
+            "source": f"dram_gbps: mem_bandwidth_gbps of the target file ({target.name}); cache_mb: "
+                      f"--memory-floor-cache-mb {args.memory_floor_cache_mb:g} (last-level cache of the measured machine)",
+        }
     model = fit_profile(rows, target=target.name, runtime=args.runtime, precision=precision,
                         holdout_fraction=args.holdout, seed=args.seed, stat=args.stat, provenance=prov,
-                        version=args.version)
+                        version=args.version, **extra)
     if args.output:
         out = Path(args.output)
     else:
@@ -225,6 +239,16 @@ def cmd_cost_model_show(args: argparse.Namespace) -> int:
           f"holdout MAPE {h.get('mape_pct')}% (n={h.get('n')})")
     rows = [[fam] + [f"{c[f]:.4g}" for f in model.features] for fam, c in sorted(model.families.items())]
     print(_table(["family"] + list(model.features), rows))
+    if model.kernel_configs:
+        by_fam: dict[str, int] = {}
+        for c in model.kernel_configs.values():
+            by_fam[c["family"]] = by_fam.get(c["family"], 0) + 1
+        print(f"{len(model.kernel_configs)} kernel configurations with their own fitted cost ("
+              + ", ".join(f"{f} {n}" for f, n in sorted(by_fam.items())) + "); other kernels use the family law")
+    ev = model.accuracy.get("heldout_eval", {}).get("groups", {}).get("all")
+    if ev:
+        print(f"held-out evaluation (tools/eval_cost_model.py): n={ev['n']}, within +-10% {ev['within_10_pct']}%, "
+              f"MAPE {ev['mape_pct']}%, worst {ev['max_ape_pct']}% ({ev['worst']})")
     return 0
 
 
@@ -235,9 +259,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser(
         "profile",
-        help="time sampled kernels and whole models on this machine (CSV for `cost-model fit`)",
-        description="Measure kernel and whole-model latencies with onnxruntime on THIS machine for TARGET. "
-        "On a board, run the same command there and copy the CSV back.",
+        help="time sampled kernels and whole models (onnxruntime here, or TVM builds here/over TVM RPC; CSV for `cost-model fit`)",
+        description="Measure kernel and whole-model latencies with onnxruntime on THIS machine for TARGET "
+        "(on a board, run the same command there and copy the CSV back), or of TVM builds for TARGET "
+        "(--runtime tvm): in this process, or on the board through a TVM RPC tracker (--rpc HOST:PORT --device-key KEY).",
     )
     p.add_argument("--target", required=True, help="target name, short name or .toml path (the machine measured)")
     p.add_argument("-o", "--output", required=True, metavar="CSV", help="CSV to write (columns: onnxsplit.profile)")
@@ -258,7 +283,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--high-priority", action="store_true",
                    help="raise the profiler's CPU priority while timing (Linux, root): for shared machines")
     p.add_argument("--allow-arch-mismatch", action="store_true", help="label measurements with a target of another ISA")
-    p.add_argument("--rpc", metavar="HOST:PORT", help="TVM RPC tracker (not implemented yet)")
+    p.add_argument("--rpc", metavar="HOST:PORT",
+                   help="TVM RPC tracker of the board: time TVM builds there (implies --runtime tvm)")
+    p.add_argument("--device-key", metavar="KEY", help="device key the board's RPC server registered with")
+    p.add_argument("--session-timeout", type=float, default=0, metavar="S",
+                   help="RPC session time limit in seconds (default 0: none)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary")
     p.set_defaults(func=cmd_profile)
@@ -282,6 +311,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f.add_argument("--stat", default="median_ms", choices=["median_ms", "min_ms", "mean_ms", "p90_ms"],
                    help="latency statistic to fit (default median_ms)")
     f.add_argument("--version", default="1", help="artifact version string (default 1)")
+    f.add_argument("--memory-floor-cache-mb", type=float, default=None, metavar="MB",
+                   help="store a DRAM floor: kernels whose bytes exceed this last-level cache size are predicted at "
+                        "least bytes / the target's mem_bandwidth_gbps")
     f.add_argument("--source", help="provenance: where the data comes from")
     f.add_argument("--license", help="provenance: license of the data")
     f.add_argument("--citation", help="provenance: how to cite the data")

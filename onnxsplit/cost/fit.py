@@ -47,9 +47,11 @@ __all__ = [
     "accuracy_metrics",
     "evaluate",
     "fit_from_kernels",
+    "fit_kernel_configs",
     "fit_from_whole_models",
     "fit_profile",
     "fit_samples",
+    "predict_model_sample",
     "predict_sample",
     "sample_from_graph",
     "sample_from_kernel_row",
@@ -71,19 +73,29 @@ class Sample:
     overhead_count: float = 1.0  # how many per-inference overheads the latency includes
     kind: str = "model"  # "kernel" | "model"
     extra: dict[str, Any] = field(default_factory=dict)
+    #: kernel signature -> how many kernels of that configuration the measurement contains
+    configs: dict[str, float] = field(default_factory=dict)
+    #: kernel signature -> (family, features of one such kernel)
+    config_info: dict[str, tuple[str, dict[str, float]]] = field(default_factory=dict)
 
 
 def sample_from_graph(graph: Graph, latency_ms: float, *, name: str = "", kind: str = "model",
                       rules: FusionRules | str | None = None) -> Sample:
     """Sum the features of ``graph``'s kernels per family (constant-folded kernels cost 0)."""
     fam: dict[str, dict[str, float]] = {}
+    configs: dict[str, float] = {}
+    info: dict[str, tuple[str, dict[str, float]]] = {}
     for k in group_kernels(graph, rules):
         if k.family == "constant":
             continue
         acc = fam.setdefault(k.family, dict.fromkeys(FEATURES, 0.0))
         for f in FEATURES:
             acc[f] += k.features[f]
-    return Sample(name or graph.model.graph.name, _check_latency(latency_ms, name), fam, 1.0, kind)
+        if k.signature and k.cost_known:
+            configs[k.signature] = configs.get(k.signature, 0.0) + 1.0
+            info.setdefault(k.signature, (k.family, dict(k.features)))
+    return Sample(name or graph.model.graph.name, _check_latency(latency_ms, name), fam, 1.0, kind,
+                  configs=configs, config_info=info)
 
 
 def sample_from_kernel_row(row: Mapping[str, Any], *, includes_overhead: bool = True, index: int = 0) -> Sample:
@@ -115,6 +127,9 @@ def _check_latency(v: float, name: str) -> float:
         raise FitError(f"measurement '{name}': latency must be a positive number of ms, got {v!r}")
     return v
 
+
+_METHOD = ("per-family linear laws on kernel features (MFLOP, MB in/out/params, constant), weighted non-negative "
+           "least squares on relative error (scipy.optimize.nnls)")
 
 # ------------------------------------------------------------------------------------ solver
 #: families never fitted: their cost depends on subgraphs/custom code, not on the node's features;
@@ -191,24 +206,148 @@ def fit_samples(
     return families, oh
 
 
-def predict_sample(families: Mapping[str, Mapping[str, float]], overhead_ms: float, s: Sample) -> float:
-    """Predicted latency of a sample (families without coefficients contribute nothing)."""
+def _law(families: Mapping[str, Mapping[str, float]], fam: str, feats: Mapping[str, float]) -> float:
+    coefs = families.get(fam)
+    if coefs is None:
+        return 0.0
+    return float(sum(coefs.get(f, 0.0) * v for f, v in feats.items()))
+
+
+def predict_sample(families: Mapping[str, Mapping[str, float]], overhead_ms: float, s: Sample,
+                   configs: Mapping[str, Mapping[str, Any]] | None = None) -> float:
+    """Predicted latency of a sample (families without coefficients contribute nothing).
+
+    With ``configs`` (a model's ``kernel_configs``), each kernel whose configuration is listed
+    costs that entry's ``ms`` instead of the family law, as :meth:`CostModel.predict_kernel` does.
+    """
     t = overhead_ms * s.overhead_count
     for fam, feats in s.family_features.items():
-        coefs = families.get(fam)
-        if coefs is None:
-            continue
-        t += sum(coefs.get(f, 0.0) * v for f, v in feats.items())
+        t += _law(families, fam, feats)
+    if configs:
+        for sig, n in s.configs.items():
+            c = configs.get(sig)
+            if c is None:
+                continue
+            fam, feats = s.config_info[sig]
+            if fam not in families:
+                continue
+            t += n * (float(c["ms"]) - _law(families, fam, feats))
     return float(t)
 
 
+def predict_model_sample(model: CostModel, s: Sample) -> float:
+    """:func:`predict_sample` with everything ``model`` has (family laws and kernel configurations)."""
+    return predict_sample(model.families, model.overhead_ms, s, model.kernel_configs)
+
+
+# ------------------------------------------------------------------------------------ kernel configurations
+#: a configuration's fitted cost never drops below this fraction of its family law
+CONFIG_FLOOR_FRACTION = 0.1
+#: ridge strengths tried (relative deviations from the family law are penalised: see fit_kernel_configs)
+CONFIG_LAMBDAS = (1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0)
+
+
+def fit_kernel_configs(
+    samples: Sequence[Sample],
+    families: Mapping[str, Mapping[str, float]],
+    overhead_ms: float,
+    *,
+    weights: Sequence[float] | None = None,
+    min_count: int = 5,
+    lambdas: Sequence[float] = CONFIG_LAMBDAS,
+    folds: int = 3,
+    seed: int = 0,
+) -> tuple[dict[str, dict[str, Any]], float, dict[str, Any]]:
+    """Per-configuration kernel costs on top of the family laws (nn-Meter-style kernel terms).
+
+    Every kernel configuration (signature) that occurs in at least ``min_count`` training
+    measurements gets its own cost ``ms_j = law_j * (1 + u_j)``, where ``law_j`` is the family law
+    at that configuration's features (configurations whose law is 0 are left out). The relative deviations ``u`` (and a correction of the
+    per-inference overhead, nearly unpenalised) minimise the relative squared error of what the
+    family laws leave unexplained, plus ``lam * ||u||^2`` (ridge: a rarely-seen configuration
+    stays near its family law); ``lam`` is picked from ``lambdas`` by ``folds``-fold
+    cross-validation (MAPE) over the samples. Costs are floored at :data:`CONFIG_FLOOR_FRACTION`
+    of the law. Configurations never seen keep the family law.
+
+    Returns ``(kernel_configs, overhead_ms, info)``; ``info`` has the chosen lambda, each
+    candidate's CV MAPE and the number of configurations.
+    """
+    info: dict[str, Any] = {"min_count": int(min_count), "n_configs": 0, "lambda": None}
+    if not samples:
+        return {}, overhead_ms, info
+    counts: dict[str, int] = {}
+    meta: dict[str, tuple[str, dict[str, float]]] = {}
+    for s in samples:
+        for sig in s.configs:
+            counts[sig] = counts.get(sig, 0) + 1
+            meta.setdefault(sig, s.config_info[sig])
+    sigs = sorted(sig for sig, n in counts.items() if n >= min_count and meta[sig][0] in families
+                  and _law(families, *meta[sig]) > 0)
+    if not sigs:
+        return {}, overhead_ms, info
+    col = {sig: j for j, sig in enumerate(sigs)}
+    m = len(sigs)
+    law = np.array([_law(families, *meta[sig]) for sig in sigs])
+    y = np.array([s.latency_ms for s in samples], dtype=float)
+    w = np.ones(len(samples)) if weights is None else np.asarray(weights, dtype=float)
+    base = np.array([predict_sample(families, overhead_ms, s) for s in samples])
+    C = np.zeros((len(samples), m + 1))
+    for i, s in enumerate(samples):
+        for sig, n in s.configs.items():
+            j = col.get(sig)
+            if j is not None:
+                C[i, j] = n
+        C[i, m] = s.overhead_count
+    oh_scale = max(overhead_ms, float(np.median(y)) * 0.01, 1e-6)
+    scale = np.concatenate([law, [oh_scale]])
+    A = C * scale[None, :] * (w / y)[:, None]
+    b = (y - base) * w / y
+
+    def solve(rows: np.ndarray, lam: float) -> np.ndarray:
+        Ar, br = A[rows], b[rows]
+        pen = np.full(m + 1, lam)
+        pen[m] = lam * 1e-3
+        return np.linalg.solve(Ar.T @ Ar + np.diag(pen), Ar.T @ br)
+
+    def costs(u: np.ndarray) -> tuple[np.ndarray, float]:
+        return (np.maximum(law * (1 + u[:m]), CONFIG_FLOOR_FRACTION * law),
+                max(overhead_ms + u[m] * oh_scale, 0.0))
+
+    def predict_rows(rows: np.ndarray, u: np.ndarray) -> np.ndarray:
+        ms, oh = costs(u)
+        return base[rows] + C[rows, :m] @ (ms - law) + C[rows, m] * (oh - overhead_ms)
+
+    order = np.random.default_rng(seed).permutation(len(samples))
+    k = max(2, min(folds, len(samples)))
+    cv: dict[float, float] = {}
+    for lam in lambdas:
+        ape = []
+        for f in range(k):
+            test = np.sort(order[f::k])
+            train = np.setdiff1d(order, test)
+            if len(train) == 0 or len(test) == 0:
+                continue
+            ape.append(np.abs(predict_rows(test, solve(train, lam)) - y[test]) / y[test])
+        cv[float(lam)] = float(np.concatenate(ape).mean() * 100) if ape else math.inf
+    lam = min(cv, key=lambda v: (cv[v], -v))
+    ms, oh = costs(solve(np.arange(len(samples)), lam))
+    configs = {sig: {"family": meta[sig][0], "ms": float(ms[j]), "law_ms": float(law[j]), "n_train": int(counts[sig])}
+               for sig, j in col.items()}
+    info.update({"n_configs": len(configs), "lambda": lam, "overhead_ms_family_laws": float(overhead_ms),
+                 "cv_mape_pct_by_lambda": {str(k_): round(v, 3) for k_, v in cv.items()},
+                 "train_mape_pct_family_laws_only": round(float((np.abs(base - y) / y).mean() * 100), 3)})
+    return configs, oh, info
+
+
 def accuracy_metrics(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, Any]:
-    """``n``, ``mape_pct``, ``median_ape_pct``, ``max_ape_pct``, ``spearman`` (None when undefined)."""
+    """``n``, ``within_10_pct`` (share of APE <= 10 %), ``mape_pct``, ``median_ape_pct``, ``max_ape_pct``,
+    ``spearman`` (None when undefined)."""
     p = np.asarray(predicted, dtype=float)
     m = np.asarray(measured, dtype=float)
     n = int(len(m))
     if n == 0:
-        return {"n": 0, "mape_pct": None, "median_ape_pct": None, "max_ape_pct": None, "spearman": None}
+        return {"n": 0, "within_10_pct": None, "mape_pct": None, "median_ape_pct": None, "max_ape_pct": None,
+                "spearman": None}
     ape = np.abs(p - m) / m * 100.0
     rho = None
     if n >= 3 and np.ptp(m) > 0 and np.ptp(p) > 0:
@@ -217,6 +356,7 @@ def accuracy_metrics(predicted: Sequence[float], measured: Sequence[float]) -> d
         rho = float(spearmanr(p, m).statistic)
     return {
         "n": n,
+        "within_10_pct": round(float((ape <= 10.0).mean() * 100.0), 2),
         "mape_pct": round(float(ape.mean()), 3),
         "median_ape_pct": round(float(np.median(ape)), 3),
         "max_ape_pct": round(float(ape.max()), 3),
@@ -226,7 +366,7 @@ def accuracy_metrics(predicted: Sequence[float], measured: Sequence[float]) -> d
 
 def evaluate(model: CostModel, samples: Sequence[Sample]) -> dict[str, Any]:
     """Accuracy of ``model`` on measured samples (see :func:`accuracy_metrics`)."""
-    pred = [predict_sample(model.families, model.overhead_ms, s) for s in samples]
+    pred = [predict_model_sample(model, s) for s in samples]
     out = accuracy_metrics(pred, [s.latency_ms for s in samples])
     out["samples"] = [
         {"name": s.name, "measured_ms": round(s.latency_ms, 5), "predicted_ms": round(p, 5)}
@@ -256,8 +396,11 @@ def _provenance(provenance: Mapping[str, Any] | None, n_samples: int) -> dict[st
     return prov
 
 
-def _build(families, overhead, *, target, runtime, precision, version, provenance, n, accuracy) -> CostModel:
+def _build(families, overhead, *, target, runtime, precision, version, provenance, n, accuracy,
+           kernel_configs=None, memory_floor=None) -> CostModel:
     model = CostModel(
+        kernel_configs=dict(kernel_configs or {}),
+        memory_floor=dict(memory_floor) if memory_floor else None,
         target=target,
         runtime=runtime,
         precision=precision,
@@ -328,6 +471,10 @@ def fit_from_whole_models(
     rules: FusionRules | str | None = None,
     version: str = "1",
     cv_folds: int = 5,
+    kernel_configs: bool = True,
+    config_min_count: int = 5,
+    model_weight: float = 1.0,
+    memory_floor: Mapping[str, Any] | None = None,
 ) -> CostModel:
     """Fit from whole-model latencies: each latency = sum of its kernels' times + overhead.
 
@@ -341,6 +488,9 @@ def fit_from_whole_models(
     does (roofline for uncovered kernels), is stored in ``accuracy.holdout``. With ``cv_folds``
     >= 2, ``accuracy.cross_validation`` also reports a k-fold estimate over all covered models
     (each predicted by a model fitted without its fold; the stored coefficients are unaffected).
+    With ``kernel_configs``, kernel configurations seen in at least ``config_min_count`` training
+    measurements also get their own cost (:func:`fit_kernel_configs`). ``memory_floor`` (see
+    :meth:`CostModel.memory_floor_ms`) is stored in the model and applies to its predictions.
     """
     if len(graphs) != len(latencies_ms):
         raise FitError(f"{len(graphs)} graphs but {len(latencies_ms)} latencies")
@@ -358,14 +508,20 @@ def fit_from_whole_models(
     extra = [s for s in (kernel_samples or []) if not set(s.family_features) & UNFITTED_FAMILIES]
     weights = [1.0] * len(extra)
     if train and extra:
-        weights += [math.sqrt(len(extra) / len(train))] * len(train)
+        weights += [model_weight * math.sqrt(len(extra) / len(train))] * len(train)
     else:
         weights += [1.0] * len(train)
     families, oh = fit_samples(extra + train, weights=weights, overhead_ms=overhead_ms)
+    configs: dict[str, dict[str, Any]] = {}
+    cinfo: dict[str, Any] = {}
+    if kernel_configs:
+        configs, oh, cinfo = fit_kernel_configs(extra + train, families, oh, weights=weights,
+                                                min_count=config_min_count, seed=seed)
     fitted = _build(families, oh, target=target, runtime=runtime, precision=precision, version=version,
                     provenance={}, n=max(1, len(train) + len(extra)), accuracy={"holdout": {"n": 0, "mape_pct": None,
                                                                                        "median_ape_pct": None,
-                                                                                       "spearman": None}})
+                                                                                       "spearman": None}},
+                    kernel_configs=configs, memory_floor=memory_floor)
 
     def graph_eval(idx: list[int]) -> dict[str, Any]:
         pred = [_predict_graph(fitted, graphs[i], models[i], target, runtime, precision, rules) for i in idx]
@@ -376,14 +532,14 @@ def fit_from_whole_models(
         return out
 
     acc_h = graph_eval(hold_idx)
-    acc_t = accuracy_metrics([predict_sample(families, oh, s) for s in train], [s.latency_ms for s in train])
+    acc_t = accuracy_metrics([predict_model_sample(fitted, s) for s in train], [s.latency_ms for s in train])
     accuracy: dict[str, Any] = {
         "holdout": {**_strip(acc_h), "level": "whole model"},
         "holdout_models": acc_h["samples"],
         "train_models": acc_t,
     }
     if extra:
-        accuracy["train_kernels"] = accuracy_metrics([predict_sample(families, oh, s) for s in extra],
+        accuracy["train_kernels"] = accuracy_metrics([predict_model_sample(fitted, s) for s in extra],
                                                      [s.latency_ms for s in extra])
     if cv_folds >= 2 and len(covered) >= cv_folds:
         order = np.random.default_rng(seed + 1).permutation(len(covered))
@@ -392,9 +548,15 @@ def fit_from_whole_models(
         for fold in folds:
             in_fold = set(fold)
             rest = [models[i] for i in covered if i not in in_fold]
-            w = [1.0] * len(extra) + ([math.sqrt(len(extra) / len(rest))] * len(rest) if extra and rest else [1.0] * len(rest))
+            w = [1.0] * len(extra) + ([model_weight * math.sqrt(len(extra) / len(rest))] * len(rest) if extra and rest
+                                      else [1.0] * len(rest))
             fam_f, oh_f = fit_samples(extra + rest, weights=w, overhead_ms=overhead_ms)
-            m_f = _tmp_model(fam_f, oh_f)
+            cfg_f: dict[str, dict[str, Any]] = {}
+            if kernel_configs:
+                cfg_f, oh_f, _ = fit_kernel_configs(extra + rest, fam_f, oh_f, weights=w, min_count=config_min_count,
+                                                    seed=seed)
+            m_f = _tmp_model(fam_f, oh_f, cfg_f)
+            m_f.memory_floor = dict(memory_floor) if memory_floor else None
             for i in fold:
                 pred_cv[i] = _predict_graph(m_f, graphs[i], models[i], target, runtime, precision, rules)
         acc_cv = accuracy_metrics([pred_cv[i] for i in covered], [models[i].latency_ms for i in covered])
@@ -405,9 +567,14 @@ def fit_from_whole_models(
         accuracy["uncovered_models"] = acc_u["samples"]
     prov = {"fitted_from": "whole-model latencies" + (" + per-kernel latencies" if extra else ""),
             "n_models": len(models), "n_models_train": len(train), "n_kernel_samples": len(extra),
+            "method": _METHOD + (f"; kernel configurations seen in >= {config_min_count} training measurements: own "
+                                 "cost, ridge-shrunk toward the family law (fit_kernel_configs)" if kernel_configs else ""),
             **dict(provenance or {})}
+    if kernel_configs:
+        prov["kernel_configs_fit"] = cinfo
     return _build(families, oh, target=target, runtime=runtime, precision=precision, version=version,
-                  provenance=prov, n=len(train) + len(extra), accuracy=accuracy)
+                  provenance=prov, n=len(train) + len(extra), accuracy=accuracy, kernel_configs=configs,
+                  memory_floor=memory_floor)
 
 
 def _predict_graph(model: CostModel, graph: Graph, sample: Sample, target: str, runtime: str, precision: str,
@@ -419,15 +586,16 @@ def _predict_graph(model: CostModel, graph: Graph, sample: Sample, target: str, 
     try:
         t = load_target(target)
     except TargetError:
-        return predict_sample(model.families, model.overhead_ms, sample)
+        return predict_model_sample(model, sample)
     if runtime not in t.runtimes:
-        return predict_sample(model.families, model.overhead_ms, sample)
+        return predict_model_sample(model, sample)
     return predict(graph, t, precision, runtime, cost_model=model).total_ms
 
 
-def _tmp_model(families: dict[str, dict[str, float]], overhead: float) -> CostModel:
+def _tmp_model(families: dict[str, dict[str, float]], overhead: float,
+               configs: dict[str, dict[str, Any]] | None = None) -> CostModel:
     return CostModel(target="-", runtime="ort-cpu", precision="fp32", version="0", features=FEATURES,
-                     families=families, overhead_ms=overhead)
+                     families=families, overhead_ms=overhead, kernel_configs=dict(configs or {}))
 
 
 # ------------------------------------------------------------------------------------ profile CSVs
@@ -442,6 +610,7 @@ def fit_profile(
     stat: str = "median_ms",
     provenance: Mapping[str, Any] | None = None,
     version: str = "1",
+    **whole_model_options: Any,
 ) -> CostModel:
     """Fit a cost model from ``onnxsplit profile`` rows (or the CSV path) for one target/runtime/precision.
 
@@ -534,7 +703,7 @@ def fit_profile(
     if graphs:
         model = fit_from_whole_models(graphs, lats, target=target, runtime=runtime, precision=precision,
                                       provenance=prov, holdout_fraction=holdout_fraction, seed=seed, names=names,
-                                      kernel_samples=kernel_samples, version=version)
+                                      kernel_samples=kernel_samples, version=version, **whole_model_options)
     else:
         train_idx, hold_idx = split_holdout(len(kernel_samples), holdout_fraction, seed)
         train = [kernel_samples[i] for i in train_idx]

@@ -47,6 +47,7 @@ __all__ = [
     "Kernel",
     "fusion_rules",
     "group_kernels",
+    "kernel_signature",
     "op_family",
 ]
 
@@ -156,6 +157,10 @@ class Kernel:
     param_nbytes: int
     fused_pattern: str = ""  # "", "gelu", "silu", or "+".join of follower ops
     features: dict[str, float] = field(default_factory=dict)
+    #: the kernel's configuration (:func:`kernel_signature`): family, member ops, input/output/
+    #: parameter shapes and the head's shape-relevant attributes. Two kernels with the same
+    #: signature do the same work; a cost model may carry a fitted cost per signature.
+    signature: str = ""
 
     @property
     def followers(self) -> tuple[str, ...]:
@@ -177,6 +182,7 @@ class Kernel:
             "out_nbytes": self.out_nbytes,
             "param_nbytes": self.param_nbytes,
             "features": dict(self.features),
+            "signature": self.signature,
         }
 
 
@@ -580,6 +586,9 @@ def _make_kernel(ctx: _Ctx, head: Node, members: list[Node], pattern: str) -> Ke
         param_nbytes=sum(params.values()),
         fused_pattern=pattern,
     )
+    k.signature = kernel_signature(family, k.op_types, [_shape_str(g, t) for t in ins],
+                                   [_shape_str(g, t) for t in outs], [_shape_str(g, t) for t in params],
+                                   _attr_str(head))
     k.features = {
         "mflops": flops / 1e6,
         "in_mb": k.in_nbytes / 1e6,
@@ -588,6 +597,43 @@ def _make_kernel(ctx: _Ctx, head: Node, members: list[Node], pattern: str) -> Ke
         "one": 1.0,
     }
     return k
+
+
+#: head attributes that change the work a kernel does (others, e.g. names, do not)
+_SIG_ATTRS = ("kernel_shape", "strides", "pads", "dilations", "group", "auto_pad", "perm", "axis", "axes",
+              "mode", "transA", "transB", "keepdims", "ceil_mode", "count_include_pad", "output_padding")
+
+
+def _shape_str(g: Graph, tname: str) -> str:
+    t = g.tensors[tname]
+    shape = t.shape
+    dims = "?" if shape is None else "x".join(str(d) for d in shape) or "s"
+    return dims
+
+
+def _attr_str(node: Node) -> str:
+    parts = []
+    for a in sorted(node.proto.attribute, key=lambda a: a.name):
+        if a.name not in _SIG_ATTRS:
+            continue
+        v = _attr(node, a.name)
+        if isinstance(v, bytes):
+            v = v.decode(errors="replace")
+        if isinstance(v, (list, tuple)):
+            v = ",".join(str(x) for x in v)
+        parts.append(f"{a.name}={v}")
+    return ";".join(parts)
+
+
+def kernel_signature(family: str, op_types: Iterable[str], in_shapes: Iterable[str], out_shapes: Iterable[str],
+                     param_shapes: Iterable[str], attrs: str = "") -> str:
+    """``family|Op+Op|in shapes->out shapes|param shapes|head attributes`` (shapes ``1x16x32x32``).
+
+    Input shapes keep the order in which the kernel reads them; parameter shapes are sorted (their
+    order does not change the work).
+    """
+    return (f"{family}|{'+'.join(op_types)}|{','.join(in_shapes)}->{','.join(out_shapes)}|"
+            f"{','.join(sorted(param_shapes))}|{attrs}")
 
 
 def kernel_of_node(kernels: Iterable[Kernel]) -> dict[str, Kernel]:

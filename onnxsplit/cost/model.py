@@ -1,9 +1,9 @@
-"""The learned cost model artifact: a JSON file (schema ``onnxsplit.costmodel/1``), no pickle.
+"""The learned cost model artifact: a JSON file (schema ``onnxsplit.costmodel/2``), no pickle.
 
 Stored as ``cost_models/<target>/<runtime>-<precision>.json``. Fields::
 
     {
-      "schema": "onnxsplit.costmodel/1",
+      "schema": "onnxsplit.costmodel/2",
       "target": "host-x86", "runtime": "ort-cpu", "precision": "fp32",
       "version": "1",                       # artifact revision (string)
       "features": ["mflops", "in_mb", "out_mb", "param_mb", "one"],
@@ -11,16 +11,31 @@ Stored as ``cost_models/<target>/<runtime>-<precision>.json``. Fields::
       "coefficient_units": {"mflops": "ms/MFLOP", ...},
       "families": {"conv": {"mflops": 0.004, "in_mb": 0.1, ..., "one": 0.003}, ...},
       "overhead_ms": 0.012,                 # per inference (session.run), ms
+      "kernel_configs": {                   # /2 only: fitted cost of kernel configurations seen in training
+        "conv|Conv+BatchNormalization+Relu|1x16x32x32->1x16x32x32|16,...|kernel_shape=3,3;...":
+            {"family": "conv", "ms": 0.41, "law_ms": 0.37, "n_train": 812},
+        ...},
       "provenance": {"source": ..., "license": ..., "citation": ..., "n_samples": 412,
                      "date": "YYYY-MM-DD", ...},
       "accuracy": {"holdout": {"n": 9, "mape_pct": 8.1, "median_ape_pct": 5.0, "spearman": 0.98},
                    ...}
     }
 
-Prediction for a kernel of family ``f``: ``sum_i families[f][feature_i] * feature_i`` (ms); a
-family missing from ``families`` has no model (the caller falls back to the roofline and reports
-the node as uncalibrated). Coefficients are non-negative. Extra keys are allowed inside
-``provenance`` and ``accuracy`` (more metrics); everywhere else unknown keys are rejected.
+Prediction for a kernel: when its configuration (:attr:`onnxsplit.cost.kernels.Kernel.signature`)
+is in ``kernel_configs``, that entry's ``ms`` (the configuration's own fitted cost, nn-Meter
+style; ``law_ms`` is what the family law alone gives, ``n_train`` how many training measurements
+contained it); otherwise the family law ``sum_i families[f][feature_i] * feature_i`` (ms). A family
+missing from ``families`` has no model (the caller falls back to the roofline and reports the node
+as uncalibrated); a configuration entry never stands in for a missing family. Coefficients and
+costs are non-negative. Extra keys are allowed inside ``provenance`` and ``accuracy`` (more
+metrics); everywhere else unknown keys are rejected. Files of schema ``onnxsplit.costmodel/1``
+(no ``kernel_configs``) still load; saving writes ``/2``.
+
+Optional in ``/2``: ``"memory_floor": {"dram_gbps": 23.4, "cache_mb": 32, "bytes_scale": 1.0,
+"source": "..."}``: a kernel whose bytes (times ``bytes_scale``) exceed the last-level cache is
+predicted at least ``bytes / dram_gbps`` (measured memory bandwidth), the physical bound the
+training data (cache-resident kernels) cannot teach the linear laws (not applied to the
+``data_movement`` and ``reshape`` families, which may read only part of their bytes).
 """
 
 from __future__ import annotations
@@ -41,9 +56,16 @@ from .kernels import FAMILIES, Kernel
 
 __all__ = ["SCHEMA", "CostModel", "CostModelError", "cost_model_path", "find_cost_model"]
 
-SCHEMA = "onnxsplit.costmodel/1"
-_TOP_KEYS = {"schema", "target", "runtime", "precision", "version", "features", "feature_units",
-             "coefficient_units", "families", "overhead_ms", "provenance", "accuracy"}
+SCHEMA = "onnxsplit.costmodel/2"
+SCHEMA_V1 = "onnxsplit.costmodel/1"
+_TOP_KEYS_V1 = {"schema", "target", "runtime", "precision", "version", "features", "feature_units",
+                "coefficient_units", "families", "overhead_ms", "provenance", "accuracy"}
+_TOP_KEYS = _TOP_KEYS_V1 | {"kernel_configs"}
+_OPTIONAL_KEYS = {"memory_floor"}  # /2: may be absent
+_CONFIG_KEYS = {"family", "ms", "law_ms", "n_train"}
+_FLOOR_KEYS = {"dram_gbps", "cache_mb", "bytes_scale", "source"}
+#: families whose kernels may touch only part of their bytes (a Gather reads a few embedding rows)
+_FLOOR_EXEMPT = frozenset({"data_movement", "reshape"})
 _PROVENANCE_REQUIRED = ("source", "license", "citation", "n_samples", "date")
 _HOLDOUT_REQUIRED = ("n", "mape_pct", "median_ape_pct", "spearman")
 
@@ -66,6 +88,24 @@ class CostModel:
     provenance: dict[str, Any] = field(default_factory=dict)
     accuracy: dict[str, Any] = field(default_factory=dict)
     path: str = ""
+    #: signature -> {"family", "ms", "law_ms", "n_train"} (see the module docstring)
+    kernel_configs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: None, or {"dram_gbps", "cache_mb", "bytes_scale", "source"} (see :meth:`memory_floor_ms`)
+    memory_floor: dict[str, Any] | None = None
+
+    def memory_floor_ms(self, kernel: Kernel) -> float:
+        """DRAM lower bound of a kernel: a kernel whose bytes (inputs + outputs + parameters, times
+        ``bytes_scale``: 0.25 for int8 weights/activations of an fp32 graph) exceed the last-level
+        cache (``cache_mb``) streams them from memory and takes at least bytes / ``dram_gbps``
+        (measured bandwidth). 0 without a floor, for cache-resident kernels and for the families
+        that may read only part of their inputs (``data_movement``: Gather/Slice...; ``reshape``)."""
+        f = self.memory_floor
+        if not f or kernel.family in _FLOOR_EXEMPT:
+            return 0.0
+        nbytes = kernel.nbytes * f["bytes_scale"]
+        if nbytes <= f["cache_mb"] * 1e6:
+            return 0.0
+        return nbytes / (f["dram_gbps"] * 1e9) * 1e3
 
     # ------------------------------------------------------------------ prediction
     def has_family(self, family: str) -> bool:
@@ -79,10 +119,22 @@ class CostModel:
         return float(sum(coefs[f] * float(features[f]) for f in self.features))
 
     def predict_kernel(self, kernel: Kernel) -> float | None:
-        """Latency of a kernel in ms (0 for constant-folded kernels; None: family not modelled)."""
+        """Latency of a kernel in ms (0 for constant-folded kernels; None: family not modelled).
+
+        A configuration seen in training (``kernel_configs``) gets its own fitted cost, any other
+        kernel the family law; either is raised to the DRAM floor (:meth:`memory_floor_ms`) when the
+        model has one.
+        """
         if kernel.family == "constant":
             return 0.0
-        return self.predict_features(kernel.family, kernel.features)
+        if kernel.family not in self.families:
+            return None
+        cfg = self.kernel_configs.get(kernel.signature) if kernel.signature else None
+        if cfg is not None:
+            ms = float(cfg["ms"])
+        else:
+            ms = float(self.predict_features(kernel.family, kernel.features))
+        return max(ms, self.memory_floor_ms(kernel))
 
     # ------------------------------------------------------------------ (de)serialization
     def to_json(self) -> dict[str, Any]:
@@ -97,6 +149,10 @@ class CostModel:
             "coefficient_units": {f: COEFFICIENT_UNITS[f] for f in self.features},
             "families": {fam: {f: float(c[f]) for f in self.features} for fam, c in sorted(self.families.items())},
             "overhead_ms": float(self.overhead_ms),
+            "kernel_configs": {sig: {"family": c["family"], "ms": float(c["ms"]), "law_ms": float(c["law_ms"]),
+                                     "n_train": int(c["n_train"])}
+                               for sig, c in sorted(self.kernel_configs.items())},
+            **({"memory_floor": dict(self.memory_floor)} if self.memory_floor else {}),
             "provenance": dict(self.provenance),
             "accuracy": dict(self.accuracy),
         }
@@ -109,14 +165,16 @@ class CostModel:
 
         if not isinstance(doc, dict):
             raise CostModelError(f"{source}: expected a JSON object, got {type(doc).__name__}")
-        unknown = set(doc) - _TOP_KEYS
+        schema = doc.get("schema")
+        if schema not in (SCHEMA, SCHEMA_V1):
+            raise fail("schema", f"expected '{SCHEMA}' (or the older '{SCHEMA_V1}'), got {schema!r}")
+        keys = _TOP_KEYS if schema == SCHEMA else _TOP_KEYS_V1
+        unknown = set(doc) - keys - (_OPTIONAL_KEYS if schema == SCHEMA else set())
         if unknown:
-            raise fail(sorted(unknown)[0], f"unknown key (allowed: {', '.join(sorted(_TOP_KEYS))})")
-        missing = [k for k in sorted(_TOP_KEYS) if k not in doc]
+            raise fail(sorted(unknown)[0], f"unknown key (allowed in {schema}: {', '.join(sorted(keys))})")
+        missing = [k for k in sorted(keys) if k not in doc]
         if missing:
             raise fail(missing[0], "missing key")
-        if doc["schema"] != SCHEMA:
-            raise fail("schema", f"expected '{SCHEMA}', got {doc['schema']!r}")
         for key in ("target", "runtime", "precision", "version"):
             if not isinstance(doc[key], str) or not doc[key]:
                 raise fail(key, f"expected a non-empty string, got {doc[key]!r}")
@@ -155,6 +213,38 @@ class CostModel:
         oh = doc["overhead_ms"]
         if isinstance(oh, bool) or not isinstance(oh, (int, float)) or not math.isfinite(oh) or oh < 0:
             raise fail("overhead_ms", f"must be a finite number >= 0 (ms), got {oh!r}")
+        configs: dict[str, dict[str, Any]] = {}
+        raw_cfg = doc.get("kernel_configs", {})
+        if not isinstance(raw_cfg, dict):
+            raise fail("kernel_configs", "expected an object {signature: {family, ms, law_ms, n_train}}")
+        for sig, c in raw_cfg.items():
+            key = f"kernel_configs.{sig[:60]}"
+            if not isinstance(c, dict) or set(c) != _CONFIG_KEYS:
+                raise fail(key, f"expected exactly the keys {sorted(_CONFIG_KEYS)}")
+            if c["family"] not in families:
+                raise fail(f"{key}.family", f"family {c['family']!r} has no law in 'families'")
+            if not sig.startswith(f"{c['family']}|"):
+                raise fail(key, f"signature does not start with its family '{c['family']}|'")
+            for k in ("ms", "law_ms"):
+                v = c[k]
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                    raise fail(f"{key}.{k}", f"must be a finite number >= 0 (ms), got {v!r}")
+            n = c["n_train"]
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise fail(f"{key}.n_train", f"expected a positive integer, got {n!r}")
+            configs[sig] = {"family": c["family"], "ms": float(c["ms"]), "law_ms": float(c["law_ms"]),
+                            "n_train": n}
+        floor = doc.get("memory_floor")
+        if floor is not None:
+            if not isinstance(floor, dict) or set(floor) != _FLOOR_KEYS:
+                raise fail("memory_floor", f"expected null or an object with exactly the keys {sorted(_FLOOR_KEYS)}")
+            for k in ("dram_gbps", "cache_mb", "bytes_scale"):
+                v = floor[k]
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                    raise fail(f"memory_floor.{k}", f"must be a finite number > 0, got {v!r}")
+            if not isinstance(floor["source"], str):
+                raise fail("memory_floor.source", "expected a string")
+            floor = {k: (floor[k] if k == "source" else float(floor[k])) for k in _FLOOR_KEYS}
         prov = doc["provenance"]
         if not isinstance(prov, dict):
             raise fail("provenance", "expected an object")
@@ -190,6 +280,8 @@ class CostModel:
             provenance=dict(prov),
             accuracy=dict(acc),
             path=source,
+            kernel_configs=configs,
+            memory_floor=floor,
         )
 
     @classmethod
