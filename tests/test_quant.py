@@ -472,3 +472,28 @@ def test_real_pretrained_classifier_with_real_images(tmp_path: Path) -> None:
     assert any(n.op_type in QDQ for n in qs.edge.graph.node) and not any(n.op_type == "QuantizeLinear" for n in qs.cloud.graph.node)
     for m in (qs.edge, qs.cloud):
         onnx.checker.check_model(m, full_check=True)
+
+
+def test_opset12_model_quantizes_per_tensor() -> None:
+    """Per-channel DequantizeLinear needs opset 13: an opset-12 edge gets per-tensor weights and passes onnx.checker."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from onnxsplit.quant.calib import synthetic_calibration
+
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.standard_normal((8, 8, 3, 3)).astype(np.float32), "w2")
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+         helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["c2"], ["y"], name="relu2")],
+        "opset12", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])], [w1, w2])
+    graph = onnxsplit.load_graph(helper.make_model(g, opset_imports=[helper.make_opsetid("", 12)], ir_version=7))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        qs = quantize_split(onnxsplit.split_model(graph, ["conv1", "relu1"]), synthetic_calibration(graph, samples=8))
+    assert qs.edge_precision == "int8" and qs.quantized_nodes
+    assert qs.report["per_channel"] is False
+    onnx.checker.check_model(qs.edge, full_check=True)

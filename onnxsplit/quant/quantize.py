@@ -288,7 +288,10 @@ class ModelQuantizer:
         self.calib = calib
         self.calibrate_method = calibrate_method.lower()
         self._method = _calibration_method(calibrate_method)
-        self.per_channel = per_channel
+        opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+        # DequantizeLinear's per-channel `axis` needs opset 13: older models get per-tensor weights
+        # (recorded as per_channel: false in the report) instead of failing onnx.checker.
+        self.per_channel = per_channel and opset >= 13
         self._tmp = tempfile.TemporaryDirectory(prefix="onnxsplit-quant-")
         self.dir = Path(self._tmp.name)
         named = name_nodes(model, compute_names)
