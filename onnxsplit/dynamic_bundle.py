@@ -41,7 +41,7 @@ WEIGHTS_NOTE = (
 )
 
 __all__ = ["SCHEMA", "PolicyEntry", "DynamicBundle", "build_policy", "distinct_plans",
-           "write_dynamic_bundle", "load_dynamic_bundle", "plan_kind", "policy_from_predictions"]
+           "write_dynamic_bundle", "load_dynamic_bundle", "plan_kind", "policy_from_predictions", "plan_latencies"]
 
 
 def build_policy(
@@ -219,7 +219,7 @@ def write_dynamic_bundle(
                 "edge_node_names": list(edge_names),
             }
             if predicted is not None:
-                entry["predicted_ms"] = _predicted(predicted, edge_names, table.bandwidths_mbps)
+                entry["predicted_ms"] = plan_latencies(predicted[0], predicted[1], edge_names, table.bandwidths_mbps)
             entries.append(entry)
         for j, (label, qs, qblock, qpred) in enumerate(quantized_plans):
             k = len(plans) + j
@@ -295,10 +295,11 @@ def policy_from_predictions(entries: Sequence[dict], grid: Sequence[float]) -> l
     return rows
 
 
-def _predicted(predicted: Any, edge_names: Sequence[str], grid: Sequence[float]) -> dict[str, float]:
-    from .search.cost import components, objective_values
+def plan_latencies(problem: Any, link: Any, edge_names: Sequence[str], grid: Sequence[float]) -> dict[str, float]:
+    """Predicted single-request latency (ms) of the plan running ``edge_names`` on the edge, at each
+    bandwidth of ``grid`` (keys ``f"{bw:g}"``)."""
+    from .search.cost import components
 
-    problem, link, _obj = predicted
     pos = {n: i for i, n in enumerate(problem.node_names)}
     mask = np.zeros((1, problem.n_nodes), dtype=bool)
     mask[0, [pos[n] for n in edge_names]] = True

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -393,21 +391,14 @@ def test_probe_endpoint_and_runner_probe(tiny_dynamic):
 
 # ----------------------------------------------------------------------------- netns smoke test
 def _netns_skip_reason() -> str | None:
-    if sys.platform != "linux":
-        return "network namespaces need Linux"
-    if os.geteuid() != 0:
-        return "network namespaces need root"
-    for tool in ("ip", "tc"):
-        if shutil.which(tool) is None:
-            return f"'{tool}' not found"
-    r = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
-    if r.returncode != 0:
-        return f"'ip netns' unavailable: {r.stderr.strip()}"
-    probe = f"osplitprobe{os.getpid()}"
-    r = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
-    if r.returncode != 0:
-        return f"cannot create a network namespace: {r.stderr.strip()}"
-    subprocess.run(["ip", "netns", "del", probe], capture_output=True, text=True)
+    sys.path.insert(0, str(ROOT))
+    try:
+        from tools.testbed.netns import available
+    finally:
+        sys.path.remove(str(ROOT))
+    reason = available()
+    if reason:
+        return reason
     if not _has_server():
         return "onnxsplit.runtime.server not importable"
     return None

@@ -116,7 +116,6 @@ def test_unknown_device_key_is_a_one_line_error(rpc_tracker, tmp_path: Path) -> 
     assert "local" in str(ei.value) and "\n" not in str(ei.value) and not list(tmp_path.iterdir())
 
 
-
 # ------------------------------------------------------------------------------------ profiling runs
 @pytest.fixture(scope="module")
 def host_x86_runs_here() -> None:
@@ -176,7 +175,6 @@ def test_unimportable_sample_is_skipped_with_its_reason(host_x86_runs_here, tmp_
     assert any(ln.startswith("skipped file:celu.onnx [fp32]: ") for ln in lines)  # the stderr line
 
 
-
 @pytest.mark.slow
 @pytest.mark.tvm
 @needs_tvm
@@ -203,7 +201,6 @@ def test_profile_through_rpc_tracker_and_fit(host_x86_runs_here, rpc_tracker, tm
     assert {"conv", "elementwise", "gemm"} <= set(fitted["families"])
 
 
-
 @pytest.mark.slow
 @pytest.mark.tvm
 @needs_tvm
@@ -223,7 +220,6 @@ def test_profile_in_process_fp32_and_int8(host_x86_runs_here, tmp_path: Path) ->
     spec = json.loads(next(r for r in rows if r["family"] == "conv_dw")["spec"])
     assert spec["op"] == "conv" and spec["group"] == spec["cin"]  # the spec rebuilds the measured graph
     assert np.isfinite([float(r["median_ms"]) for r in rows]).all()
-
 
 
 @pytest.mark.slow

@@ -252,21 +252,6 @@ def _scaled(table, factor: float):  # noqa: ANN001, ANN202 - CostTable -> CostTa
                                overhead_ms=table.overhead_ms * factor, total_ms=table.total_ms * factor)
 
 
-def _mask(problem, names):  # noqa: ANN001, ANN202 - boolean (1, n) edge mask
-    import numpy as np
-
-    pos = {n: i for i, n in enumerate(problem.node_names)}
-    m = np.zeros((1, problem.n_nodes), dtype=bool)
-    m[0, [pos[n] for n in names]] = True
-    return m
-
-
-def _latency(problem, link, names) -> float:  # noqa: ANN001
-    from onnxsplit.search.cost import components
-
-    return float(components(problem, _mask(problem, names)).latency_ms(link)[0])
-
-
 def _write_ping_bundle(out: Path) -> Path:
     """A one-node model (y = x + x, 4-byte input) split all-cloud: the per-request cost probe."""
     import onnx
@@ -466,7 +451,7 @@ def calibrate(args, graph, tb, work: Path, env_cmd: list[str], me: list[str]) ->
 def build_plans(args, graph, bws: list[float], cal: dict, out: Path):  # noqa: ANN001, ANN201
     """Policy table + baselines + int8 plans -> one dynamic bundle; returns (plans, res, picks, preds)."""
     from onnxsplit.cost.predict import predict
-    from onnxsplit.dynamic_bundle import build_policy, write_dynamic_bundle
+    from onnxsplit.dynamic_bundle import build_policy, plan_latencies, write_dynamic_bundle
     from onnxsplit.search import search
 
     table, res = build_policy(graph, edge_factor=cal["edge_factor"], cloud_factor=cal["cloud_factor"], rtt_ms=args.rtt,
@@ -503,7 +488,7 @@ def build_plans(args, graph, bws: list[float], cal: dict, out: Path):  # noqa: A
                 quantized[i] = (old_label if label in old_label.split("=") else f"{old_label}={label}", qs, block, pred)
             if key not in qkey:
                 mp = mixed_problem(res.problem, graph, f32, i8, quantized=quantized_names)
-                pred = {f"{g:g}": _latency(mp, res.link.with_bandwidth(g), qs.edge_nodes) for g in sorted(set(grid) | set(bws))}
+                pred = plan_latencies(mp, res.link, qs.edge_nodes, sorted(set(grid) | set(bws)))
                 qkey[key] = len(quantized)
                 quantized.append((label, qs, block, pred))
             return qkey[key]
@@ -551,7 +536,8 @@ def build_plans(args, graph, bws: list[float], cal: dict, out: Path):  # noqa: A
     preds: dict[int, dict[float, float]] = {}
     for p in plans:
         if p["precision"] == "fp32":
-            preds[p["id"]] = {bw: _latency(res.problem, res.link.with_bandwidth(bw), p["edge_node_names"]) for bw in bws}
+            lat = plan_latencies(res.problem, res.link, p["edge_node_names"], bws)
+            preds[p["id"]] = {bw: lat[f"{bw:g}"] for bw in bws}
         else:
             preds[p["id"]] = {bw: float(p["predicted_ms"][f"{bw:g}"]) for bw in bws}
     print(f"{len(plans)} candidate plans, bundle {manifest['total_size_bytes'] / 1e6:.1f} MB (weights copied per plan)")

@@ -53,6 +53,11 @@ def available() -> str | None:
     for tool in ("ip", "tc"):
         if shutil.which(tool) is None:
             return f"'{tool}' not found"
+    probe = f"osplitprobe{os.getpid()}"  # root is not enough in every container: try one
+    r = _run(["ip", "netns", "add", probe], check=False)
+    if r.returncode != 0:
+        return f"cannot create a network namespace: {r.stderr.strip()}"
+    _run(["ip", "netns", "del", probe], check=False)
     return None
 
 
