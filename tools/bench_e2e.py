@@ -61,6 +61,12 @@ def parse_bw(s: str) -> list[float]:
     return [parse_bandwidth_mbps(x if any(c.isalpha() for c in x) else x + "mbps") for x in s.split(",") if x.strip()]
 
 
+def onnxsplit_errors() -> type:
+    from onnxsplit.errors import OnnxSplitError
+
+    return OnnxSplitError
+
+
 def parse_trace(s: str) -> list[tuple[float, float]]:
     """``"1000:6,1:6"`` -> [(1000.0 Mbit/s, 6.0 s), (1.0, 6.0)]."""
     out = []
@@ -312,8 +318,11 @@ def main(argv: list[str] | None = None) -> int:
         return time_models(args)
     if not args.model:
         ap.error("MODEL is required")
-    bws = parse_bw(args.bandwidths)
-    trace = parse_trace(args.trace) if args.trace else []
+    try:
+        bws = parse_bw(args.bandwidths)
+        trace = parse_trace(args.trace) if args.trace else []
+    except (ValueError, onnxsplit_errors()) as exc:
+        ap.error(f"--bandwidths/--trace: {exc}")
     if not 0 < args.edge_quota <= 1:
         ap.error("--edge-quota must be in (0, 1]")
 
