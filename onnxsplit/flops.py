@@ -613,9 +613,15 @@ def _rms_norm(op, attrs, ins, outs):
 
 
 def _lrn(op, attrs, ins, outs):
-    """LRN: per element `size` squares + `size` adds, then mul, add, pow, div (4)."""
-    size = _int(attrs, "size", 1)
-    return _elementwise(2 * size + 4, ins, outs)
+    """LRN ``y = x / (bias + alpha/size * square_sum)^beta``, per output element:
+
+    ``size`` squares and ``size - 1`` adds for the cross-channel ``square_sum`` (every window tap,
+    the zero-padded ones at the channel edges included, as for pools), then one mul by the constant
+    ``alpha/size``, one add of ``bias``, one ``pow`` (a primitive, counted 1 like ``Pow``/``Exp`` in
+    :data:`ELEMENTWISE_FLOPS`) and one div: ``2*size + 3`` in all.
+    """
+    size = max(_int(attrs, "size", 1), 1)
+    return _elementwise(size + (size - 1) + 4, ins, outs)
 
 
 def _reduce(op, attrs, ins, outs):

@@ -124,6 +124,7 @@ from .errors import OnnxSplitError
 
 __all__ = [
     "CSV_COLUMNS",
+    "HighPriority",
     "ProfileError",
     "ProfileResult",
     "build_spec",
@@ -489,6 +490,10 @@ def build_spec(spec: dict[str, Any] | str) -> onnx.ModelProto:
         if fn is None:
             raise ProfileError(f"unknown zoo model '{spec['name']}'; known: {', '.join(zoo.ZOO)}")
         return fn(**spec.get("kwargs", {}))
+    if gen == "net":
+        from .netgen import net_model
+
+        return net_model(spec)
     if gen == "dag":
         from . import zoo
 
@@ -794,10 +799,28 @@ def measure_model(model: onnx.ModelProto, *, threads: int | None = None, warmup:
 
 
 def quantize_qdq(model: onnx.ModelProto, *, n_calibration: int = 4, seed: int = 0) -> onnx.ModelProto:
-    """Static QDQ int8 quantization (uint8 activations, int8 per-channel weights), random calibration."""
+    """Static QDQ int8 quantization as onnxsplit's edge quantization does it: onnxruntime's
+    ``quant_pre_process`` (shape inference and the basic graph optimizations: Conv+BatchNormalization
+    folding, ...; skipped if it fails), then ``quantize_static`` with uint8 activations and int8
+    per-channel weights, random calibration.
+
+    Old models are normalised first: graph inputs that merely give initializers a default (IR < 4
+    style) are dropped, which ``quant_pre_process`` would otherwise turn into required inputs, and
+    an opset below 13 is converted to 13 (per-channel DequantizeLinear needs it); where conversion
+    fails the weights are quantized per tensor."""
     ort = _ort()
+    from onnx import version_converter
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
+    model = _normalize_for_quantization(model)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    if opset < 13:
+        try:
+            converted = version_converter.convert_version(model, 13)
+            onnx.checker.check_model(converted)
+            model, opset = converted, 13
+        except Exception:  # noqa: BLE001 - keep the original opset, quantize weights per tensor
+            pass
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     batches = [_feeds_for(sess, seed + i) for i in range(n_calibration)]
 
@@ -814,9 +837,46 @@ def quantize_qdq(model: onnx.ModelProto, *, n_calibration: int = 4, seed: int = 
         import logging
 
         logging.getLogger().setLevel(logging.ERROR)
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        pre = Path(tmp) / "pre.onnx"
+        for kwargs in ({}, {"skip_symbolic_shape": True}):
+            try:
+                quant_pre_process(str(src), str(pre), **kwargs)
+                src = pre
+                break
+            except Exception:  # noqa: BLE001 - pre-processing is an optimization, as in onnxsplit.quant
+                continue
         quantize_static(str(src), str(dst), _Reader(), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=opset >= 13)
         return onnx.load(str(dst))
+
+
+def _normalize_for_quantization(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy without graph inputs that only give an initializer its default, at IR >= 4, with
+    inference-time no-op ``Dropout`` nodes (mask unused) replaced by ``Identity`` (an opset-9 Dropout
+    converted to 13 breaks onnxruntime's calibration graph)."""
+    inits = {t.name for t in model.graph.initializer}
+    used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+    dropouts = [n for n in model.graph.node if n.op_type == "Dropout" and n.domain in ("", "ai.onnx")
+                and not any(o and o in used for o in n.output[1:])]
+    if not dropouts and not any(i.name in inits for i in model.graph.input) and model.ir_version >= 4:
+        return model
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    keep = [i for i in m.graph.input if i.name not in inits]
+    del m.graph.input[:]
+    m.graph.input.extend(keep)
+    m.ir_version = max(m.ir_version, 4)
+    for n in m.graph.node:
+        if n.op_type == "Dropout" and n.domain in ("", "ai.onnx") and not any(o and o in used for o in n.output[1:]):
+            out = n.output[0]
+            del n.input[1:]
+            del n.output[:]
+            n.output.append(out)
+            del n.attribute[:]
+            n.op_type = "Identity"
+    return m
 
 
 # ============================================================================ profile run
@@ -858,27 +918,37 @@ def _spec_name(spec: dict[str, Any]) -> str:
         return f"cnn:{spec['arch']}@{spec['hw']},w={spec['width']}"
     if gen == "file":
         return "file:" + Path(spec["path"]).name
+    if gen == "net":
+        return f"net:v{spec.get('v', 1)},seed={spec['seed']}"
     body = {k: v for k, v in spec.items() if k not in ("gen", "family", "op", "seed")}
     return f"{spec['op']}:" + ",".join(f"{k}={'x'.join(map(str, v)) if isinstance(v, list) else v}" for k, v in body.items())
 
 
-class _HighPriority:
-    """Raise this process's CPU priority while measuring (Linux; needs root or CAP_SYS_NICE).
+class HighPriority:
+    """Context manager: raise this process's CPU priority while measuring (Linux; needs root or
+    CAP_SYS_NICE).
 
     Background load on a shared machine (other users' jobs) preempts onnxruntime's worker
     threads and inflates latencies, most for multi-threaded runs longer than a scheduler slice.
-    With the kernel's autogroup scheduling, a process nice value only counts inside its session
-    group, so the session group's nice (``/proc/self/autogroup``) is raised too, and restored on
-    exit. Does nothing (and says so in ``applied``) where not permitted.
+    On entry the process nice value is set to -20 (:func:`os.setpriority`); with the kernel's
+    autogroup scheduling a process nice value only counts inside its session group, so the
+    session group's nice (``/proc/self/autogroup``) is set to -20 too. Both are restored to
+    their previous values on exit. Where not permitted it does nothing, and says so in
+    ``applied``; with ``enabled=False`` it is a no-op (``applied`` stays False)::
+
+        with HighPriority(enabled=True) as prio:
+            if not prio.applied:
+                print("measuring at normal priority")
+            ...
     """
 
-    def __init__(self, enabled: bool):
+    def __init__(self, enabled: bool = True):
         self.enabled = enabled
         self.applied = False
         self._old_group: str | None = None
         self._old_nice: int | None = None
 
-    def __enter__(self) -> _HighPriority:
+    def __enter__(self) -> HighPriority:
         if not self.enabled:
             return self
         try:
@@ -908,6 +978,10 @@ class _HighPriority:
                 os.setpriority(os.PRIO_PROCESS, 0, self._old_nice)
             except OSError:
                 pass
+
+
+#: Former private name of :class:`HighPriority`, kept for compatibility.
+_HighPriority = HighPriority
 
 
 def _loadavg() -> float | None:
@@ -941,6 +1015,7 @@ def run_profile(
     n_kernels: int = 300,
     include_models: bool = True,
     quick_models: bool = False,
+    n_nets: int = 0,
     extra_models: Sequence[dict[str, Any]] = (),
     threads: int | None = None,
     warmup: int = 3,
@@ -959,8 +1034,11 @@ def run_profile(
 ) -> ProfileResult:
     """Measure kernels and models on this machine for ``target``; write the CSV to ``output``.
 
+    ``n_nets`` adds that many random realistic networks (:func:`onnxsplit.netgen.net_specs`) as
+    whole-model samples (independent of ``include_models``, which selects the built-in list).
+
     ``high_priority`` raises the profiler's CPU priority during the timing rounds (see
-    :class:`_HighPriority`): use it on a shared machine so that the medians approximate an idle one.
+    :class:`HighPriority`): use it on a shared machine so that the medians approximate an idle one.
 
     Every sample is timed in ``rounds`` rounds spread over the whole run (round-robin over the
     samples), each of ``reps`` runs (fewer when a run takes more than ``max_seconds / reps``,
@@ -1019,6 +1097,10 @@ def run_profile(
     specs += [("kernel", s, "") for s in sample_kernel_specs(n_kernels, seed, families=kernel_families)]
     if include_models:
         specs += [("model", s, "") for s in model_specs(quick_models)]
+    if n_nets > 0:
+        from .netgen import net_specs
+
+        specs += [("model", s, "") for s in net_specs(n_nets)]
     specs += [("model", s, "validate") for s in extra_models]
 
     skipped: list[tuple[str, str]] = []
@@ -1073,7 +1155,7 @@ def run_profile(
         if (i + 1) % 25 == 0 or i + 1 == len(samples):
             log(f"prepared {i + 1}/{len(samples)} samples ({len(entries)} sessions)")
 
-    with _HighPriority(high_priority) as prio:
+    with HighPriority(high_priority) as prio:
         if high_priority:
             log("high priority " + ("applied" if prio.applied else "NOT applied (not permitted here)"))
         _time_rounds(entries, rounds, reps, max_seconds, log, t_start, threads=threads, providers=providers,
@@ -1418,7 +1500,7 @@ def _run_profile_tvm(t: Any, output: str | Path | None, setup: _TVMSetup, sample
                         f"{time.perf_counter() - t_start:.0f} s)")
             if high_priority and not local:
                 log("--high-priority raises this machine's priority only: not applied to the RPC timing")
-            with _HighPriority(high_priority and local) as prio:
+            with HighPriority(high_priority and local) as prio:
                 _time_rounds_tvm(entries, session, rounds, reps, max_seconds, warmup, log, t_start, skipped)
             session.close()
         return entries, n_threads, bool(high_priority and local and prio.applied)

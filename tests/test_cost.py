@@ -72,7 +72,7 @@ def test_transformer_fusions(transformer: onnxsplit.Graph) -> None:
     by_pattern = {k.fused_pattern for k in ks}
     assert "gelu" in by_pattern
     gelu = next(k for k in ks if k.fused_pattern == "gelu")
-    assert gelu.op_types == ("Div", "Erf", "Add", "Mul", "Mul") and gelu.family == "elementwise"
+    assert gelu.op_types == ("Div", "Erf", "Add", "Mul", "Mul") and gelu.family == "transcendental"
     q = _by_head(ks)["layer0.attn.q.matmul"]
     assert q.members == ("layer0.attn.q.matmul", "layer0.attn.q.add") and q.family == "gemm"
     scores = _by_head(ks)["layer0.attn.scores"]
@@ -194,7 +194,7 @@ def _chain_graph(rng: np.random.Generator, i: int) -> onnxsplit.Graph:
         x = b.conv(x, c, cout, k, bias=bool(rng.integers(2)))
         if rng.random() < 0.5:
             x = b.node("Relu", [x])
-        x = b.node("Tanh", [x])  # never fused into the conv: an elementwise kernel
+        x = b.node("Tanh", [x])  # never fused into the conv: a (transcendental) elementwise kernel
         if rng.random() < 0.3 and hw >= 4:
             x = b.node("MaxPool", [x], kernel_shape=[2, 2], strides=[2, 2])
             hw //= 2
@@ -212,7 +212,8 @@ def test_fit_from_whole_models_recovers_synthetic_sums() -> None:
     graphs = [_chain_graph(rng, i) for i in range(40)]
     true = {**TRUE, "pool": {"mflops": 0.05, "in_mb": 0.1, "out_mb": 0.1, "param_mb": 0.0, "one": 0.003},
             "reshape": {"mflops": 0.0, "in_mb": 0.0, "out_mb": 0.0, "param_mb": 0.0, "one": 0.0005},
-            "conv_pw": {"mflops": 0.006, "in_mb": 0.03, "out_mb": 0.05, "param_mb": 0.1, "one": 0.003}}
+            "conv_pw": {"mflops": 0.006, "in_mb": 0.03, "out_mb": 0.05, "param_mb": 0.1, "one": 0.003},
+            "transcendental": {"mflops": 0.6, "in_mb": 0.1, "out_mb": 0.15, "param_mb": 0.0, "one": 0.002}}
     overhead = 0.01
 
     def latency(g: onnxsplit.Graph) -> float:
@@ -455,9 +456,10 @@ def test_op_without_model_is_never_free() -> None:
     assert table.latency_ms["branch"] > 0
     k = next(k for k in table.kernels if k.head == "branch")
     assert table.latency_ms["branch"] == pytest.approx(roofline_kernel_ms(k, load_target("host-x86")))
-    # a model without the elementwise family: those nodes fall back to the roofline too
+    # a model without the elementwise families: those nodes fall back to the roofline too
     m = copy.deepcopy(CostModel.load(cost_model_path("host-x86", "ort-cpu", "fp32")))
     m.families.pop("elementwise")
+    m.families.pop("transcendental", None)
     t2 = predict(onnxsplit.load_graph(zoo.many_consumers()), "host-x86", cost_model=m)
     assert "side.tanh" in t2.uncalibrated_nodes and t2.latency_ms["side.tanh"] > 0
 
@@ -505,6 +507,55 @@ def test_profile_refuses_other_isa_and_rpc(tmp_path: Path) -> None:
         _cli(["profile", "--target", "host-x86", "-o", str(tmp_path / "x.csv"), "--rpc", "localhost:9190"])
 
 
+_PRIORITY_PROBE = """
+import json, os
+from pathlib import Path
+from onnxsplit.profile import HighPriority
+
+def group():
+    try:
+        return Path("/proc/self/autogroup").read_text().rsplit("nice", 1)[1].strip()
+    except (OSError, IndexError):
+        return None
+
+os.setpriority(os.PRIO_PROCESS, 0, 3)
+rec = {"before": os.getpriority(os.PRIO_PROCESS, 0), "group_before": group()}
+with HighPriority(enabled=False) as off:
+    rec["off_applied"] = off.applied
+    rec["off_inside"] = os.getpriority(os.PRIO_PROCESS, 0)
+with HighPriority() as on:
+    rec["applied"] = on.applied
+    rec["inside"] = os.getpriority(os.PRIO_PROCESS, 0)
+    rec["group_inside"] = group()
+rec["after"] = os.getpriority(os.PRIO_PROCESS, 0)
+rec["group_after"] = group()
+print(json.dumps(rec))
+"""
+
+
+def test_high_priority_is_public_and_restores_priority() -> None:
+    """``profile.HighPriority`` raises the nice value (and autogroup nice) and restores both on exit.
+
+    Runs in a child process in its own session: a non-root process could not undo a nice change,
+    and the autogroup write then only touches the child's own session group.
+    """
+    import subprocess
+    import sys
+
+    import onnxsplit.profile as prof
+
+    assert "HighPriority" in prof.__all__ and prof._HighPriority is prof.HighPriority
+    proc = subprocess.run([sys.executable, "-c", _PRIORITY_PROBE], capture_output=True, text=True, timeout=60,
+                          start_new_session=True, check=True)
+    rec = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert rec["before"] == 3
+    assert rec["off_applied"] is False and rec["off_inside"] == 3  # enabled=False: no-op
+    if rec["inside"] != 3:  # permitted here (root / CAP_SYS_NICE): raised while inside
+        assert rec["applied"] and rec["inside"] == -20
+    assert rec["after"] == 3, "process nice value restored on exit"
+    assert rec["group_after"] == rec["group_before"], "autogroup nice restored on exit"
+
+
 def test_profile_and_fit_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     csv_path = tmp_path / "data.csv"
     assert _cli(["profile", "--target", "host-x86", "-o", str(csv_path), "--kernels", "4", "--families",
@@ -534,3 +585,69 @@ def test_host_model_predicts_fresh_measurements() -> None:
         table = predict(onnxsplit.load_graph(model), "host-x86")
         t = measure_model(model, reps=50, max_seconds=2.0)
         assert 0.33 < table.total_ms / t.min_ms < 3.0, (name, table.total_ms, t.min_ms)
+
+
+def test_fit_profile_provenance_names_the_tvm_build() -> None:
+    """Rows of `profile --runtime tvm` carry the TVM version and target; the fitted model keeps them."""
+    from onnxsplit.cost.fit import fit_profile
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(30):
+        mf, mb = float(rng.uniform(1, 50)), float(rng.uniform(0.1, 2))
+        rows.append({"kind": "kernel", "name": f"k{i}", "spec": "", "family": "gemm", "target": "host-x86",
+                     "runtime": "tvm", "precision": "fp32", "median_ms": 0.01 * mf + 0.05 * mb + 0.002,
+                     "mflops": mf, "in_mb": mb, "out_mb": mb / 2, "param_mb": 0.0, "tvm": "0.27.0",
+                     "tvm_target": '{"kind": "llvm"}'})
+    m = fit_profile(rows, target="host-x86", runtime="tvm", holdout_fraction=0.2)
+    assert m.provenance["tvm"] == "0.27.0"
+    assert m.provenance["tvm_target"] == '{"kind": "llvm"}'
+    ort_rows = [{**r, "runtime": "ort-cpu", "tvm": "", "tvm_target": ""} for r in rows]
+    assert "tvm" not in fit_profile(ort_rows, target="host-x86", holdout_fraction=0.2).provenance
+
+
+def test_subfamilies_fall_back_to_their_parent_law() -> None:
+    """transcendental/lrn kernels get their own law when a model has one, else the parent's (never 0)."""
+    from onnxsplit.cost.kernels import resolve_family
+
+    g = onnxsplit.load_graph(zoo.transformer_encoder())
+    ks = group_kernels(g)
+    gelu = next(k for k in ks if k.fused_pattern == "gelu")
+    add = next(k for k in ks if k.op_types == ("Add",))
+    assert gelu.family == "transcendental" and add.family == "elementwise"
+    assert gelu.signature.startswith("elementwise")  # configurations keep the parent's name
+    law = dict.fromkeys(FEATURES, 0.001)
+    parent_only = CostModel(target="host-x86", runtime="ort-cpu", precision="fp32", version="t", features=FEATURES,
+                            families={"elementwise": law}, overhead_ms=0.0)
+    assert resolve_family(parent_only.families, "transcendental") == "elementwise"
+    assert parent_only.predict_kernel(gelu) == pytest.approx(parent_only.predict_features("elementwise", gelu.features))
+    both = copy.deepcopy(parent_only)
+    both.families["transcendental"] = {**law, "one": 0.5}
+    assert both.predict_kernel(gelu) == pytest.approx(parent_only.predict_kernel(gelu) + 0.499)
+    assert both.predict_kernel(add) == parent_only.predict_kernel(add)
+    assert resolve_family({"conv": law}, "transcendental") is None and resolve_family({"norm": law}, "lrn") == "norm"
+
+
+def test_quantize_qdq_handles_old_models() -> None:
+    """IR-3/opset-9 models (initializers listed as graph inputs, Dropout) quantize as the product does:
+    the ONNX Model Zoo SqueezeNet shipped in the onnx wheel failed before (missing inputs / Dropout type)."""
+    ort = pytest.importorskip("onnxruntime")
+    from onnxsplit.profile import quantize_qdq
+
+    path = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light" / "light_squeezenet.onnx"
+    if not path.is_file():
+        pytest.skip(f"{path} not in this onnx wheel")
+    m = onnx.load(str(path))
+    assert m.ir_version < 4 and any(i.name in {t.name for t in m.graph.initializer} for i in m.graph.input)
+    assert any(n.op_type == "Dropout" for n in m.graph.node)
+    q = quantize_qdq(m)
+    ops = [n.op_type for n in q.graph.node]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops and "Dropout" not in ops
+    assert next(o.version for o in q.opset_import if o.domain in ("", "ai.onnx")) >= 13
+    name = next(i.name for i in m.graph.input if i.name not in {t.name for t in m.graph.initializer})
+    feed = {name: np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)}
+    sess = ort.InferenceSession(q.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == [name]  # nothing else to feed
+    ref = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    got = sess.run(None, feed)[0]
+    assert got.shape == ref.shape and np.isfinite(got).all()

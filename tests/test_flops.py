@@ -221,7 +221,16 @@ def test_other_normalizations():
     assert cost("BatchNormalization", {}, [x, (4,), (4,), (4,), (4,)], [x]).flops == 2 * 200
     assert cost("InstanceNormalization", {}, [x, (4,), (4,)], [x]).flops == 7 * 200
     assert cost("GroupNormalization", {"num_groups": 2}, [x, (4,), (4,)], [x]).flops == 7 * 200
-    assert cost("LRN", {"size": 3}, [x], [x]).flops == (2 * 3 + 4) * 200
+
+
+def test_lrn_exact_count_scales_with_size():
+    # per element: size squares + (size-1) adds, then *alpha/size, +bias, pow(beta), div  -> 2*size + 3
+    x = (1, 4, 2, 3)  # 24 elements
+    assert cost("LRN", {"size": 3, "alpha": 1e-4, "beta": 0.75, "bias": 1.0}, [x], [x]) == OpCost(0, 9 * 24, True)
+    assert cost("LRN", {"size": 5}, [x], [x]) == OpCost(0, 13 * 24, True)
+    assert cost("LRN", {"size": 1}, [x], [x]).flops == 5 * 24
+    assert cost("LRN", {"size": 5}, [x], [None]).flops == 13 * 24  # output shape from the input
+    assert not cost("LRN", {"size": 5}, [None], [None]).known
 
 
 def test_elementwise_table_and_broadcasting():

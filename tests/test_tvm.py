@@ -130,6 +130,44 @@ def test_aarch64_build_is_an_aarch64_elf(tiny_parts, tmp_path) -> None:
     assert v["elf"] == "aarch64" and "emulate=True" in v["numerics_skipped"]
 
 
+def _compute_free_edge_half() -> onnx.ModelProto:
+    """The edge half of a split whose edge side is a lone Identity: its Relax module has no PrimFuncs."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 3, 4])
+    nodes = [helper.make_node("Identity", ["x"], ["a"], name="pre.id"), helper.make_node("Relu", ["a"], ["y"], name="act")]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)])
+    graph = onnxsplit.load_graph(model)
+    edge = onnxsplit.split_model(graph, onnxsplit.edge_nodes_prefix(graph, 1)).edge
+    assert [n.op_type for n in edge.graph.node] == ["Identity"]
+    return edge
+
+
+@needs_aarch64_cxx
+def test_aarch64_build_of_a_compute_free_half(tmp_path) -> None:
+    """No compute kernels -> no LLVM module: the packed VM bytecode must still be built for aarch64.
+
+    (It used to be built for the default host compiler's triple, x86-64, and the aarch64 linker
+    refused it: "devc.o is incompatible with aarch64 output".)"""
+    edge = _compute_free_edge_half()
+    art = compile_half(edge, load_target("rpi4"), tmp_path, name="edge")
+    assert art.path.is_file() and art.machine == "aarch64" and art.size_bytes > 0
+    head = art.path.read_bytes()[:20]
+    assert head[:4] == b"\x7fELF" and head[4] == 2 and head[5] == 1  # 64-bit, little-endian
+    assert int.from_bytes(head[16:18], "little") == 3  # ET_DYN: a shared object
+    assert int.from_bytes(head[18:20], "little") == 183  # EM_AARCH64
+    v = validate_artifact(art, edge)
+    assert v["elf"] == "aarch64"
+
+
+@needs_x86
+def test_compute_free_half_runs_on_this_machine(tmp_path) -> None:
+    """The same kind of library (VM bytecode only) loads and matches onnxruntime where it can run."""
+    edge = _compute_free_edge_half()
+    art = compile_half(edge, GENERIC_X86, tmp_path, name="edge")
+    v = validate_artifact(art, edge, random_feeds(edge, seed=2))
+    assert v["elf"] == "x86-64" and v["numerics"]["ok"] and v["numerics"]["max_rel"] == 0
+
+
 @needs_aarch64_cxx
 def test_jetson_cuda_build_exports_cuda_source_with_aarch64_host(tiny_parts, tmp_path) -> None:
     art = compile_half(tiny_parts.edge, load_target("jetson"), tmp_path, name="edge")

@@ -2,14 +2,17 @@
 
     python tools/bench_e2e.py MODEL --bandwidths 1,5,20,100,1000mbps [--requests N]
         [--input-shape NAME:1x3x160x160] [--edge-quota 0.1] [--calibrate whole-model|none]
-        [--quant | --no-quant] [--trace 1000:6,1:6,...] [--out DIR]
+        [--quant | --no-quant] [--trace 1000:6,1:6,...] [--loss 1%] [--out DIR]
 
 Root only (network namespaces, tc; see tools/testbed/netns.py). Steps:
 
 1. **Testbed**: cloud namespace on core 1 (onnxruntime, 1 thread), edge namespace on core 0 with a
    CFS quota of ``--edge-quota`` CPUs (default 0.1: 1 ms of CPU per 10 ms period, a device about
    10x slower than one core of this machine on CPU-bound work, Raspberry-Pi-4 class), veth link
-   shaped with netem, or tbf (rate only) where sch_netem is missing.
+   shaped with netem, or tbf (rate only) where sch_netem is missing. ``--loss PCT`` drops that
+   share of the edge -> cloud packets (iptables ``statistic`` match at the cloud's ingress, not
+   netem; needs ``apt-get install iptables``) in every measured cell and the trace; the calibration
+   (step 2) runs loss-free, so the plans are the same as without ``--loss``.
 2. **Calibration** (``--calibrate whole-model``, the default): the host-x86 cost model gives the
    per-node *shape* of the costs; their *scale* on each side comes from timing the whole model once
    in each namespace (fp32 on both sides, int8 on the edge), as a deployment would on its devices.
@@ -31,7 +34,8 @@ Root only (network namespaces, tc; see tools/testbed/netns.py). Steps:
    (bandwidth estimator + policy table) is measured; it lives across bandwidths, so each change
    happens mid-run with a stale estimate at first. The **measured oracle** is the best measured
    candidate per bandwidth; ``onnxsplit / oracle`` is printed per bandwidth (goal: <= 1.05).
-5. **Trace** (``--trace``, e.g. ``1000:6,1:6,100:6``: Mbit/s:seconds): for every candidate plan
+5. **Trace** (``--trace``, e.g. ``1000:6,1:6,100:6``: Mbit/s:seconds, optionally ``:LOSS`` per
+   step, e.g. ``1000:6:0,1:6:5%``, which overrides ``--loss`` for that step): for every candidate plan
    and for dynamic, requests run back to back while the link follows the schedule; mean / median /
    p95 latency and completed requests are reported per method; "best static" is the candidate with
    the lowest mean latency on the trace (goal: dynamic below it).
@@ -67,19 +71,32 @@ def onnxsplit_errors() -> type:
     return OnnxSplitError
 
 
-def parse_trace(s: str) -> list[tuple[float, float]]:
-    """``"1000:6,1:6"`` -> [(1000.0 Mbit/s, 6.0 s), (1.0, 6.0)]."""
+def _trace_steps(s: str) -> list[tuple[float, float, float | None]]:
+    """``"1000:6,1:6:5%"`` -> [(1000.0 Mbit/s, 6.0 s, None), (1.0, 6.0, 5.0 % loss)]."""
+    from tools.testbed.netns import parse_loss_pct
+
     out = []
     for part in s.split(","):
         if not part.strip():
             continue
-        bw, _, dur = part.partition(":")
+        bw, _, rest = part.partition(":")
+        dur, _, loss = rest.partition(":")
         if not dur:
-            raise ValueError(f"trace step {part!r}: expected MBPS:SECONDS")
-        out.append((parse_bw(bw)[0], float(dur)))
+            raise ValueError(f"trace step {part!r}: expected MBPS:SECONDS[:LOSS%]")
+        out.append((parse_bw(bw)[0], float(dur), parse_loss_pct(loss) if loss.strip() else None))
     if not out:
         raise ValueError("empty --trace")
     return out
+
+
+def parse_trace(s: str) -> list[tuple[float, float]]:
+    """``"1000:6,1:6"`` -> [(1000.0 Mbit/s, 6.0 s), (1.0, 6.0)] (a step's ``:LOSS`` is in :func:`trace_losses`)."""
+    return [(bw, dur) for bw, dur, _ in _trace_steps(s)]
+
+
+def trace_losses(s: str, default: float = 0.0) -> list[float]:
+    """Each trace step's loss in percent: its ``:LOSS`` field, else ``default`` (``--loss``)."""
+    return [default if loss is None else loss for _, _, loss in _trace_steps(s)]
 
 
 def _shapes(specs: list[str]) -> dict[str, tuple[int, ...]]:
@@ -292,8 +309,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-accuracy-drop", default="1%", help="accuracy budget of the quantization-aware plan")
     ap.add_argument("--rtt", type=float, default=0.0,
                     help="added round-trip time in ms (netem; without sch_netem a userspace relay adds it)")
+    ap.add_argument("--loss", default="0",
+                    help="random loss of edge->cloud packets in percent, e.g. 1 or 1%% (iptables statistic drop; "
+                         "needs the iptables package), in every measured cell and the trace, not in the calibration")
     ap.add_argument("--candidates", default="all", choices=["all", "bottlenecks"])
-    ap.add_argument("--trace", default="", help="bandwidth schedule MBPS:SECONDS,... run for every plan and dynamic")
+    ap.add_argument("--trace", default="",
+                    help="bandwidth schedule MBPS:SECONDS[:LOSS%%],... run for every plan and dynamic; "
+                         "a step's LOSS (edge->cloud, e.g. 1000:6:0,1:6:5%%) overrides --loss")
     ap.add_argument("--probe-interval-s", type=float, default=1.0, help="dynamic runner's background probe interval")
     ap.add_argument("--out", default="out/bench_e2e")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -323,15 +345,22 @@ def main(argv: list[str] | None = None) -> int:
         trace = parse_trace(args.trace) if args.trace else []
     except (ValueError, onnxsplit_errors()) as exc:
         ap.error(f"--bandwidths/--trace: {exc}")
+    from tools.testbed.netns import parse_loss_pct
+
+    try:
+        args.loss = parse_loss_pct(args.loss)
+    except ValueError as exc:
+        ap.error(f"--loss: {exc}")
+    losses = trace_losses(args.trace, args.loss) if args.trace else []  # per trace step, in percent
     if not 0 < args.edge_quota <= 1:
         ap.error("--edge-quota must be in (0, 1]")
 
     import onnx
 
     import onnxsplit
-    from tools.testbed.netns import Testbed, available
+    from tools.testbed.netns import Testbed, available, loss_available
 
-    reason = available()
+    reason = loss_available() if args.loss > 0 or any(losses) else available()
     if reason:
         print(f"bench_e2e: {reason}", file=sys.stderr)
         return 2
@@ -348,7 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     me = [py, str(ROOT / "tools/bench_e2e.py")]
     with Testbed(edge_cpus="0", cloud_cpus="1", edge_quota=args.edge_quota) as tb:
         results["cpu_mode"] = tb.cpu_mode
-        results["link_mode"] = tb.set_link(max(bws), rtt_ms=args.rtt)
+        results["link_mode"] = tb.set_link(max(bws), rtt_ms=args.rtt)  # loss-free calibration
+        results["loss_pct"] = args.loss
         print(f"testbed: edge {tb.cpu_mode}; link {results['link_mode']}", flush=True)
         calib = calibrate(args, graph, tb, work, env_cmd, me) if args.calibrate == "whole-model" else {
             "edge_factor": 1.0 / args.edge_quota, "int8_edge_factor": 1.0 / args.edge_quota, "cloud_factor": 1.0,
@@ -379,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
             return _readline(wk, 900)
 
         for bw in bws:
-            mode = tb.set_link(bw, rtt_ms=args.rtt)
+            mode = tb.set_link(bw, rtt_ms=args.rtt, loss_pct=args.loss)
             print(f"\n== {bw:g} Mbit/s ({mode})", flush=True)
             d = ask({"cmd": "dynamic", "n": args.requests, "warmup": 0, "budget_s": args.budget_s, "min_s": 1.5})
             results["dynamic"][f"{bw:g}"] = d
@@ -390,17 +420,21 @@ def main(argv: list[str] | None = None) -> int:
                       f"p95 {pct(r['lat'], 95):9.2f}  predicted {preds[p['id']][bw]:9.2f}  n={len(r['lat'])}", flush=True)
             print(f"  dynamic: median {pct(d['lat'], 50):9.2f} ms  p95 {pct(d['lat'], 95):9.2f}  plans used {sorted(set(d['plans']))} "
                   f"(n={len(d['lat'])})  est {[round(e, 1) for e in d['est']][:8]}", flush=True)
+            if args.loss:  # packets the loss rule dropped at this bandwidth (all cells, dynamic included)
+                results.setdefault("loss_drops", {})[f"{bw:g}"] = drops = tb.loss_drops()["up"]
+                print(f"  loss: {drops} edge->cloud packets dropped", flush=True)
         if trace:
             results["trace_schedule"] = trace
+            results["trace_loss_pct"] = losses
             for method in [*(p["id"] for p in plans), "dynamic"]:
-                tb.set_link(trace[0][0], rtt_ms=args.rtt)
+                tb.set_link(trace[0][0], rtt_ms=args.rtt, loss_pct=losses[0])
                 cmd = {"cmd": "trace-dynamic"} if method == "dynamic" else {"cmd": "trace", "plan": method}
                 send({**cmd, "duration_s": sum(s for _, s in trace)})
                 _readline(wk, 900)  # started (after the forced plan's warm-up request)
                 t0 = time.monotonic()
                 for i, (bw, secs) in enumerate(trace):
                     if i:
-                        tb.set_link(bw, rtt_ms=args.rtt)
+                        tb.set_link(bw, rtt_ms=args.rtt, loss_pct=losses[i])
                     time.sleep(max(0.0, t0 + sum(s for _, s in trace[: i + 1]) - time.monotonic()))
                 r = _readline(wk, 900)
                 results["trace"][str(method)] = r
@@ -612,7 +646,9 @@ def report(args, results: dict, plans: list[dict], picks: dict, preds: dict, bws
         pred_lines.append(f"| {p['id']} | {p.get('label', p['kind'])} | {p['precision']} | {p['edge_nodes']} | {p['uplink_bytes']} | "
                           + " | ".join(row) + " |")
     cal = results["calibration"]
-    text = (f"edge: {results['cpu_mode']}; link: {results['link_mode']}\n"
+    loss = (f" (calibration); measured cells: loss {results['loss_pct']:g}% of edge->cloud packets (iptables statistic drop)"
+            if results.get("loss_pct") else "")
+    text = (f"edge: {results['cpu_mode']}; link: {results['link_mode']}{loss}\n"
             f"calibration: {json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in cal.items()})}\n\n"
             "latency ms, median / p95 (plan id)\n\n" + "\n".join(lines)
             + "\n\npredicted vs measured median (ms)\n\n" + "\n".join(pred_lines) + "\n")
@@ -631,7 +667,8 @@ def report(args, results: dict, plans: list[dict], picks: dict, preds: dict, bws
                 label += " = best static"
             tl.append(f"| {label} | " + " | ".join(f"{m:.1f}" for m in phases[k]) + f" | {score[k]:.1f} | {len(r['lat'])} | "
                       f"{','.join(map(str, sorted(set(r['plans']))))} |")
-        sched = ", ".join(f"{bw:g} Mbit/s for {s:g} s" for bw, s in trace)
+        tloss = results.get("trace_loss_pct") or [0.0] * len(trace)
+        sched = ", ".join(f"{bw:g} Mbit/s for {s:g} s" + (f" at {lo:g}% loss" if lo else "") for (bw, s), lo in zip(trace, tloss))
         gain = score[best_static] / score["dynamic"]
         text += (f"\ntrace ({sched}; requests back to back): median latency (ms) of the requests started in each phase, "
                  "and their mean over phases\n\n" + "\n".join(tl)

@@ -414,7 +414,7 @@ def eval_host(models: list[Any], *, which: str, rounds: int, reps: int, cache_di
               cached_only: bool = False, high_priority: bool = True) -> list[Result]:
     import onnxsplit
     from onnxsplit.ir import Graph
-    from onnxsplit.profile import _HighPriority, default_threads
+    from onnxsplit.profile import HighPriority, default_threads
 
     held, missing = host_models(which)
     for m in missing:
@@ -430,7 +430,7 @@ def eval_host(models: list[Any], *, which: str, rounds: int, reps: int, cache_di
             say(f"  {h.name}: cannot load: {str(exc).splitlines()[0][:200]}")
             continue
         loaded.append((h, proto, graph, fingerprint(graph)))
-    with _HighPriority(high_priority and not cached_only) as prio:
+    with HighPriority(high_priority and not cached_only) as prio:
         if high_priority and not cached_only and not prio.applied:
             say("  (could not raise the CPU priority: measuring at normal priority)")
         return _eval_host(models, loaded, threads=threads, cache=cache, cache_dir=cache_dir, rounds=rounds, reps=reps,

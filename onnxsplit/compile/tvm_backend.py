@@ -229,6 +229,22 @@ def export_compiler(tvm_target: Mapping[str, Any], *, label: str = "the library"
     return cc
 
 
+def _export_fcompile(cc: str, triple: str) -> Any:
+    """The ``fcompile`` for ``export_library``: link with ``cc``, for the target's host ``triple``.
+
+    ``export_library`` packs the Relax VM bytecode (and any device code) into a ``devc.o`` object
+    built for the triple of the module's LLVM code. A half without compute kernels (e.g. an edge
+    half that is a lone Identity: no PrimFuncs, hence no LLVM module) has none, and TVM then asks
+    the *default host* compiler (``$CXX`` / ``g++ -dumpmachine``, not ``cc``) for the triple: an
+    x86-64 ``devc.o`` that a cross linker rejects ("incompatible with aarch64 output"). Naming the
+    target's triple here makes that object match the library in every case.
+    """
+    _import_tvm()
+    from tvm.support import cc as tvm_cc
+
+    return tvm_cc.cross_compiler(cc, get_target_triple=lambda: triple)
+
+
 # ------------------------------------------------------------------------------ model info
 def _np_dtype(elem_type: int) -> np.dtype:
     return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
@@ -683,7 +699,7 @@ def compile_half(
     tmp_so = out_dir / f".{name}.so.tmp"
     try:
         with tempfile.TemporaryDirectory(prefix="onnxsplit-tvm-") as work:
-            ex.export_library(str(tmp_so), cc=cc, workspace_dir=work)
+            ex.export_library(str(tmp_so), fcompile=_export_fcompile(cc, _host_triple(tvm_dict)), workspace_dir=work)
     except Exception as exc:  # noqa: BLE001
         tmp_so.unlink(missing_ok=True)
         raise TVMCompileError(f"{label}: exporting the library with {cc} failed: {_first_line(exc)}") from exc

@@ -81,6 +81,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         n_kernels=args.kernels,
         include_models=not args.no_models,
         quick_models=args.quick,
+        n_nets=args.nets if args.nets is not None else (0 if (args.runtime == "tvm" or args.rpc or args.no_models or args.quick) else 150),
         extra_models=extra,
         threads=args.threads,
         warmup=args.warmup,
@@ -270,7 +271,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", default="fp32", metavar="P[,P]", help="fp32 and/or int8 (QDQ static), e.g. fp32,int8")
     p.add_argument("--kernels", type=int, default=300, metavar="N", help="number of sampled kernels (default 300)")
     p.add_argument("--families", metavar="F[,F]", help="only sample these kernel families")
-    p.add_argument("--no-models", action="store_true", help="skip whole models")
+    p.add_argument("--no-models", action="store_true", help="skip the built-in whole models (zoo, variants, CNNs)")
+    p.add_argument("--nets", type=int, metavar="N",
+                   help="also time N random realistic networks (onnxsplit.netgen: residual/inverted/SE/inception/"
+                        "dense/FPN/OCR/transformer blocks; default 150 for onnxruntime, 0 for TVM builds or with --no-models/--quick)")
     p.add_argument("--quick", action="store_true", help="only 3 small zoo models")
     p.add_argument("--model", action="append", metavar="PATH[@INPUT:DIMS]",
                    help="also time this .onnx as a validation model (never fitted), e.g. m.onnx@images:1x3x320x320")

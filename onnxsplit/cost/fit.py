@@ -37,7 +37,7 @@ from scipy.optimize import nnls
 from ..errors import OnnxSplitError
 from ..ir import Graph
 from .features import FEATURES
-from .kernels import FAMILIES, FusionRules, group_kernels
+from .kernels import FAMILIES, FusionRules, group_kernels, resolve_family
 from .model import CostModel
 
 __all__ = [
@@ -207,7 +207,8 @@ def fit_samples(
 
 
 def _law(families: Mapping[str, Mapping[str, float]], fam: str, feats: Mapping[str, float]) -> float:
-    coefs = families.get(fam)
+    r = resolve_family(families, fam)
+    coefs = families.get(r) if r is not None else None
     if coefs is None:
         return 0.0
     return float(sum(coefs.get(f, 0.0) * v for f, v in feats.items()))
@@ -229,7 +230,7 @@ def predict_sample(families: Mapping[str, Mapping[str, float]], overhead_ms: flo
             if c is None:
                 continue
             fam, feats = s.config_info[sig]
-            if fam not in families:
+            if resolve_family(families, fam) is None:
                 continue
             t += n * (float(c["ms"]) - _law(families, fam, feats))
     return float(t)
@@ -697,6 +698,10 @@ def fit_profile(
         "threads": "; ".join(sorted({str(r.get("threads")) for r in mine if r.get("threads")})),
         "priority": "; ".join(sorted({str(r.get("priority")) for r in mine if r.get("priority")})),
     }
+    tvm_versions = sorted({str(r.get("tvm")) for r in mine if r.get("tvm")})
+    if tvm_versions:  # TVM builds (profile --runtime tvm): which TVM compiled them, for which target
+        prov["tvm"] = "; ".join(tvm_versions)
+        prov["tvm_target"] = "; ".join(sorted({str(r.get("tvm_target")) for r in mine if r.get("tvm_target")}))
     if loads:
         prov["loadavg_1m_max"] = max(loads)
     prov.update(dict(provenance or {}))

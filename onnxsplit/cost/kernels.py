@@ -43,6 +43,9 @@ from ..ir import Graph, Node
 
 __all__ = [
     "FAMILIES",
+    "FAMILY_PARENT",
+    "TRANSCENDENTAL_OPS",
+    "resolve_family",
     "FusionRules",
     "Kernel",
     "fusion_rules",
@@ -60,8 +63,11 @@ FAMILIES: dict[str, str] = {
     "gemm": "Gemm, or MatMul with a constant weight (linear layer) (+ fused bias/activation)",
     "matmul": "MatMul of two computed tensors (attention scores/context), Einsum",
     "pool": "MaxPool, AveragePool, LpPool, global pools",
-    "elementwise": "unary/binary/variadic elementwise ops and activations, Gelu/SiLU patterns",
+    "elementwise": "unary/binary/variadic elementwise ops and activations (arithmetic, compare, Relu/Clip, ...)",
+    "transcendental": "elementwise kernels with an exp/erf/tanh/log/pow/sqrt per element: Sigmoid, Tanh, Erf, "
+                      "Exp, Pow, Sqrt, Softplus, ..., Gelu/SiLU patterns",
     "norm": "BatchNormalization (unfused), LayerNormalization, Instance/Group/RMS normalization",
+    "lrn": "LRN (cross-channel window and a pow per element: its own cost law, far above a normalization's)",
     "softmax": "Softmax, LogSoftmax, Hardmax",
     "reduce": "Reduce*, ArgMax/ArgMin, CumSum, TopK",
     "data_movement": "Transpose, Concat, Split, Slice, Gather*, Pad, Tile, Expand, Cast, ...",
@@ -73,13 +79,35 @@ FAMILIES: dict[str, str] = {
     "constant": "constant-foldable nodes: computed once when the session is created (0 ms)",
 }
 
+#: a family a cost model may lack falls back to its parent's law (older artifacts, and data sets
+#: too small to separate them, e.g. HELP's CNNs have no LRN): see :func:`resolve_family`
+FAMILY_PARENT: dict[str, str] = {"transcendental": "elementwise", "lrn": "norm"}
+
+#: elementwise ops whose per-element work is a transcendental function (kernel family
+#: ``transcendental``): an order of magnitude slower per element than an add
+TRANSCENDENTAL_OPS = frozenset({
+    "Sigmoid", "Tanh", "Erf", "Exp", "Log", "Pow", "Sqrt", "Reciprocal", "Softplus", "Softsign", "Elu", "Selu",
+    "Celu", "Mish", "Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh",
+    "Gelu", "FastGelu", "QuickGelu", "BiasGelu", "ThresholdedRelu",
+})
+
+
+def resolve_family(families: Any, family: str) -> str | None:
+    """The family whose law prices a ``family`` kernel in ``families``: itself, else its parent
+    (:data:`FAMILY_PARENT`), else None (not modelled)."""
+    if family in families:
+        return family
+    parent = FAMILY_PARENT.get(family)
+    return parent if parent is not None and parent in families else None
+
+
 _HEAD_CONV = {"Conv", "ConvInteger", "QLinearConv", "FusedConv"}
 _HEAD_MATMUL = {"MatMul", "Gemm", "MatMulInteger", "QLinearMatMul", "FusedMatMul", "FusedGemm"}
 _POOL = {"MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool", "MaxRoiPool",
          "RoiAlign"}
 _NORM = {"BatchNormalization", "LayerNormalization", "InstanceNormalization", "GroupNormalization",
          "LpNormalization", "RMSNormalization", "SimplifiedLayerNormalization", "SkipLayerNormalization",
-         "MeanVarianceNormalization", "LRN"}
+         "MeanVarianceNormalization"}
 _SOFTMAX = {"Softmax", "LogSoftmax", "Hardmax"}
 _REDUCE = {"ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceMean", "ReduceSumSquare", "ReduceL1",
            "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ArgMax", "ArgMin", "CumSum", "TopK"}
@@ -303,6 +331,8 @@ def op_family(node: Node, graph: Graph, *, consts: _Ctx | None = None) -> str:
         return "pool"
     if op in _NORM:
         return "norm"
+    if op == "LRN":
+        return "lrn"
     if op in _SOFTMAX:
         return "softmax"
     if op in _REDUCE:
@@ -573,6 +603,8 @@ def _make_kernel(ctx: _Ctx, head: Node, members: list[Node], pattern: str) -> Ke
         family = "elementwise"
     else:
         family = op_family(head, g, consts=ctx)
+    if family == "elementwise" and any(m.op_type in TRANSCENDENTAL_OPS for m in members):
+        family = "transcendental"
     flops = sum(m.flops for m in members)
     k = Kernel(
         head=head.name,
@@ -586,7 +618,8 @@ def _make_kernel(ctx: _Ctx, head: Node, members: list[Node], pattern: str) -> Ke
         param_nbytes=sum(params.values()),
         fused_pattern=pattern,
     )
-    k.signature = kernel_signature(family, k.op_types, [_shape_str(g, t) for t in ins],
+    # the parent family names the configuration: signatures stay those older artifacts were fitted with
+    k.signature = kernel_signature(FAMILY_PARENT.get(family, family), k.op_types, [_shape_str(g, t) for t in ins],
                                    [_shape_str(g, t) for t in outs], [_shape_str(g, t) for t in params],
                                    _attr_str(head))
     k.features = {

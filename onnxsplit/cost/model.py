@@ -52,7 +52,7 @@ from typing import Any
 from ..errors import OnnxSplitError
 from ..targets import PRECISIONS, RUNTIMES
 from .features import COEFFICIENT_UNITS, FEATURE_UNITS, FEATURES
-from .kernels import FAMILIES, Kernel
+from .kernels import FAMILIES, FAMILY_PARENT, Kernel, resolve_family
 
 __all__ = ["SCHEMA", "CostModel", "CostModelError", "cost_model_path", "find_cost_model"]
 
@@ -109,13 +109,14 @@ class CostModel:
 
     # ------------------------------------------------------------------ prediction
     def has_family(self, family: str) -> bool:
-        return family in self.families
+        return resolve_family(self.families, family) is not None
 
     def predict_features(self, family: str, features: Mapping[str, float]) -> float | None:
         """Latency in ms of a kernel with these features, or None when the family has no model."""
-        coefs = self.families.get(family)
-        if coefs is None:
+        fam = resolve_family(self.families, family)
+        if fam is None:
             return None
+        coefs = self.families[fam]
         return float(sum(coefs[f] * float(features[f]) for f in self.features))
 
     def predict_kernel(self, kernel: Kernel) -> float | None:
@@ -127,7 +128,7 @@ class CostModel:
         """
         if kernel.family == "constant":
             return 0.0
-        if kernel.family not in self.families:
+        if resolve_family(self.families, kernel.family) is None:
             return None
         cfg = self.kernel_configs.get(kernel.signature) if kernel.signature else None
         if cfg is not None:
@@ -223,8 +224,9 @@ class CostModel:
                 raise fail(key, f"expected exactly the keys {sorted(_CONFIG_KEYS)}")
             if c["family"] not in families:
                 raise fail(f"{key}.family", f"family {c['family']!r} has no law in 'families'")
-            if not sig.startswith(f"{c['family']}|"):
-                raise fail(key, f"signature does not start with its family '{c['family']}|'")
+            named = FAMILY_PARENT.get(c["family"], c["family"])  # subfamilies' signatures name the parent
+            if not sig.startswith(f"{named}|"):
+                raise fail(key, f"signature does not start with its family '{named}|'")
             for k in ("ms", "law_ms"):
                 v = c[k]
                 if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:

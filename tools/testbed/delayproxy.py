@@ -11,7 +11,8 @@ round trip, as with ``tc netem delay rtt/2`` on both ends of the link.
 
 Differences from netem, documented in docs/e2e-results.md: the delay applies to application data,
 not to TCP segments and ACKs (the proxy's own TCP connections see no added delay, so slow start is
-not slowed down by the RTT), and there is no packet loss. Rate shaping stays in the kernel (tbf).
+not slowed down by the RTT). Rate shaping stays in the kernel (tbf), and so does packet loss (an
+iptables ``statistic`` drop in the namespaces, ``Testbed.set_link(..., loss_pct=)``), not the relay.
 Bounded: every connection ends when either side closes; the process exits on SIGTERM or when stdin
 closes. Prints ``{"ready": true, "ports": {...}}`` once listening.
 """

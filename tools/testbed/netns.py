@@ -7,12 +7,27 @@ inside ``__enter__``: processes started here are terminated (then killed), the n
 deleted (which deletes the veth pair), the CPU cgroup is removed.
 
 Link shaping (:meth:`Testbed.set_link`, callable during a run): ``tc qdisc replace ... netem rate R
-delay rtt/2 loss L`` on both veth ends. Where the kernel has no ``sch_netem`` (as on the machine
-these results were measured on: "Specified qdisc kind is unknown") it falls back to ``tbf rate R``
-on both ends: rate only, no loss, and the delay comes from a userspace TCP relay when one was
-started with :meth:`Testbed.start_delay_proxy` (``tools/testbed/delayproxy.py``: each chunk is held
-``rtt/2`` ms in each direction; :meth:`set_link` updates it during a run); :attr:`Testbed.link_mode`
-says which is in force.
+delay rtt/2`` on both veth ends. Where the kernel has no ``sch_netem`` (as on the machine these
+results were measured on: "Specified qdisc kind is unknown") it falls back to ``tbf rate R`` on both
+ends, and the delay comes from a userspace TCP relay when one was started with
+:meth:`Testbed.start_delay_proxy` (``tools/testbed/delayproxy.py``: each chunk is held ``rtt/2`` ms
+in each direction; :meth:`set_link` updates it during a run); :attr:`Testbed.link_mode` says which is
+in force.
+
+Packet loss (``set_link(..., loss_pct=L, loss_dir="up")``, also callable during a run, whether or not
+the kernel has ``sch_netem``): ``iptables -m statistic --mode random --probability L/100 -j DROP`` in
+a chain ``OSPLIT_LOSS`` of the *receiving* namespace, jumped to from its ``INPUT`` chain for packets
+arriving on its veth end. ``loss_dir``: ``"up"`` (default) drops edge -> cloud packets (at the cloud's
+ingress), ``"down"`` cloud -> edge packets (at the edge's ingress), ``"both"`` each direction
+independently with probability L. Every packet counts, TCP ACKs and handshakes included. Dropping at
+the receiver is what a lossy wire does: a drop on the sender's own output path (``OUTPUT`` /
+``POSTROUTING``, or any local qdisc other than netem) is reported to the sending socket (``EPERM``
+for UDP; TCP sees a local congestion signal and resends at once) instead of being noticed by a
+timeout or duplicate ACKs. Changes replace the rule in place (``iptables -R``: no loss-free gap).
+Needs the ``iptables`` binary (Debian: ``apt-get install iptables``; ``iptables-legacy`` or
+``iptables-nft``, whichever works in a namespace, see :func:`loss_available`) only when a loss
+above 0 is asked for. The rules live in the two namespaces and go with them on teardown; nothing is
+run in the root namespace.
 
 Edge CPU limit: ``taskset -c <edge_cpus>`` plus a CFS quota of ``edge_quota`` CPUs (cgroup v2
 ``cpu.max`` when the unified hierarchy has the cpu controller, else cgroup v1
@@ -61,6 +76,75 @@ def available() -> str | None:
     return None
 
 
+# ---------------------------------------------------------------------------------- packet loss
+LOSS_CHAIN = "OSPLIT_LOSS"
+LOSS_DIRS = ("up", "down", "both")
+IPTABLES = ("iptables-legacy", "iptables-nft", "iptables")  # tried in this order, in the namespace
+_INSTALL = "apt-get install iptables"
+
+
+def parse_loss_pct(value: object) -> float:
+    """``1``, ``0.5``, ``"1"``, ``"1%"`` -> percent in [0, 100); anything else: a one-line ValueError."""
+    text = str(value).strip()
+    try:
+        pct = float(text[:-1] if text.endswith("%") else text)
+    except ValueError:
+        raise ValueError(f"loss must be a percentage in [0, 100) such as 1 or 1%, got {value!r}") from None
+    if not 0.0 <= pct < 100.0:  # also rejects nan
+        raise ValueError(f"loss must be a percentage in [0, 100) such as 1 or 1%, got {value!r}")
+    return pct
+
+
+def _check_loss_dir(loss_dir: str) -> str:
+    if loss_dir not in LOSS_DIRS:
+        raise ValueError(f"loss_dir must be one of {', '.join(LOSS_DIRS)}, got {loss_dir!r}")
+    return loss_dir
+
+
+def _find_iptables(ns: str) -> str:
+    """The first iptables binary that can add a ``statistic`` DROP rule inside namespace ``ns``
+    (tried on a throwaway chain, removed again); a one-line RuntimeError when there is none."""
+    why = []
+    for name in IPTABLES:  # bounded: three candidates
+        path = shutil.which(name)
+        if path is None:
+            continue
+        chain = "OSPLIT_PROBE"
+        ipt = ["ip", "netns", "exec", ns, path, "-w", "5"]
+        r = _run(ipt + ["-N", chain], check=False)
+        if r.returncode == 0:
+            r = _run(ipt + ["-A", chain, "-m", "statistic", "--mode", "random", "--probability", "0.5", "-j", "DROP"],
+                     check=False)
+            _run(ipt + ["-F", chain], check=False)
+            _run(ipt + ["-X", chain], check=False)
+            if r.returncode == 0:
+                return path
+        why.append(f"{name}: {(r.stderr.strip().splitlines() or ['failed'])[-1]}")
+    detail = f" ({'; '.join(why)})" if why else ""
+    raise RuntimeError(f"packet loss needs a working iptables with the statistic match: {_INSTALL}{detail}")
+
+
+def loss_available() -> str | None:
+    """None when packet loss can be emulated here (a testbed can be built and an iptables binary
+    adds a ``statistic`` DROP rule in a namespace), else the reason it cannot."""
+    reason = available()
+    if reason:
+        return reason
+    if not any(shutil.which(n) for n in IPTABLES):
+        return f"packet loss needs iptables: {_INSTALL}"
+    probe = f"osplitlossprobe{os.getpid()}"
+    r = _run(["ip", "netns", "add", probe], check=False)
+    if r.returncode != 0:
+        return f"cannot create a network namespace: {r.stderr.strip()}"
+    try:
+        _find_iptables(probe)
+    except RuntimeError as exc:
+        return str(exc)
+    finally:
+        _run(["ip", "netns", "del", probe], check=False)
+    return None
+
+
 class Testbed:
     """``with Testbed() as tb: tb.set_link(20, rtt_ms=10); tb.spawn_cloud([...]); tb.exec_edge([...])``"""
 
@@ -83,6 +167,9 @@ class Testbed:
         self.cpu_mode = "none"
         self.cgroup: Path | None = None
         self.delay_file: Path | None = None  # set by start_delay_proxy
+        self.loss_pct, self.loss_dir = 0.0, "up"  # set by set_link / set_loss
+        self._iptables: str | None = None  # found on the first loss > 0
+        self._loss_chain: dict[str, bool] = {}  # namespace -> its OSPLIT_LOSS chain holds the DROP rule
         self._up = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -132,8 +219,9 @@ class Testbed:
             self.delay_file = None
         if self._up:
             for ns in (self.cloud_ns, self.edge_ns):
-                _run(["ip", "netns", "del", ns], check=False)
+                _run(["ip", "netns", "del", ns], check=False)  # deletes the veth pair and the loss rules
             self._up = False
+            self._loss_chain.clear()
         if self.cgroup is not None:
             for _ in range(50):  # processes leave the group when they exit; bounded wait
                 try:
@@ -225,14 +313,18 @@ class Testbed:
         return r.returncode == 0
 
     # ------------------------------------------------------------------ link
-    def set_link(self, rate_mbps: float, rtt_ms: float = 0.0, loss_pct: float = 0.0) -> str:
-        """Shape both directions to ``rate_mbps`` (+ rtt/2 delay each way and loss with netem)."""
+    def set_link(self, rate_mbps: float, rtt_ms: float = 0.0, loss_pct: float = 0.0, loss_dir: str = "up") -> str:
+        """Shape both directions to ``rate_mbps`` (+ rtt/2 delay each way) and drop ``loss_pct`` % of
+        the packets in ``loss_dir`` (``"up"``: edge -> cloud, the default; ``"down"``; ``"both"``).
+        Callable during a run; returns (and stores in :attr:`link_mode`) what is in force."""
+        loss_pct = parse_loss_pct(loss_pct)  # validate everything before touching the link
+        _check_loss_dir(loss_dir)
+        if loss_pct > 0 and self._iptables is None:  # fail before changing anything
+            self._iptables = _find_iptables(self.cloud_ns)
         mode = "netem"
         for ns, dev in ((self.cloud_ns, self.cloud_dev), (self.edge_ns, self.edge_dev)):
             args = ["ip", "netns", "exec", ns, "tc", "qdisc", "replace", "dev", dev, "root", "netem",
                     "rate", f"{rate_mbps}mbit", "delay", f"{rtt_ms / 2}ms"]
-            if loss_pct:
-                args += ["loss", f"{loss_pct}%"]
             if mode == "netem" and _run(args, check=False).returncode == 0:
                 continue
             mode = "tbf"
@@ -241,15 +333,57 @@ class Testbed:
             burst = max(4096, int(rate_mbps * 1e6 / 8 / 1000))
             _run(["ip", "netns", "exec", ns, "tc", "qdisc", "replace", "dev", dev, "root", "tbf",
                   "rate", f"{rate_mbps}mbit", "burst", str(burst), "latency", "2000ms"])
+        loss = self.set_loss(loss_pct, loss_dir)
         if mode == "netem":
-            self.link_mode = f"netem rate {rate_mbps}mbit delay {rtt_ms / 2}ms loss {loss_pct}%"
+            self.link_mode = f"netem rate {rate_mbps}mbit delay {rtt_ms / 2}ms"
         elif self.delay_file is not None:
             self.delay_file.write_text(f"{rtt_ms / 2}\n")
-            self.link_mode = (f"tbf rate {rate_mbps}mbit + userspace relay delay {rtt_ms / 2}ms each way "
-                              f"(sch_netem unavailable: no loss)")
+            self.link_mode = f"tbf rate {rate_mbps}mbit + userspace relay delay {rtt_ms / 2}ms each way (sch_netem unavailable)"
         else:
-            self.link_mode = f"tbf rate {rate_mbps}mbit (sch_netem unavailable: no added delay/loss)"
+            self.link_mode = f"tbf rate {rate_mbps}mbit (sch_netem unavailable: no added delay)"
+        self.link_mode += f"; {loss}"
         return self.link_mode
+
+    def set_loss(self, loss_pct: float, loss_dir: str = "up") -> str:
+        """Random packet loss (see the module docstring), callable during a run; returns a description.
+        Loss 0 needs no iptables unless a loss was set before (then its rules are emptied)."""
+        loss_pct = parse_loss_pct(loss_pct)
+        _check_loss_dir(loss_dir)
+        lossy = set()
+        if loss_pct > 0:
+            lossy = {"up": {self.cloud_ns}, "down": {self.edge_ns}, "both": {self.cloud_ns, self.edge_ns}}[loss_dir]
+        if lossy and self._iptables is None:
+            self._iptables = _find_iptables(self.cloud_ns)
+        rule = ["-m", "statistic", "--mode", "random", "--probability", f"{loss_pct / 100:.12g}", "-j", "DROP"]
+        for ns, dev in ((self.cloud_ns, self.cloud_dev), (self.edge_ns, self.edge_dev)):
+            if ns not in lossy and ns not in self._loss_chain:
+                continue  # never had a loss rule: nothing to do, no iptables needed
+            ipt = ["ip", "netns", "exec", ns, str(self._iptables), "-w", "5"]
+            if ns not in self._loss_chain:
+                _run(ipt + ["-N", LOSS_CHAIN])
+                _run(ipt + ["-I", "INPUT", "1", "-i", dev, "-j", LOSS_CHAIN])
+                self._loss_chain[ns] = False
+            if ns in lossy:  # replace in place: no loss-free gap between two settings
+                _run(ipt + (["-R", LOSS_CHAIN, "1"] if self._loss_chain[ns] else ["-A", LOSS_CHAIN]) + rule)
+                self._loss_chain[ns] = True
+            elif self._loss_chain[ns]:
+                _run(ipt + ["-F", LOSS_CHAIN])
+                self._loss_chain[ns] = False
+        self.loss_pct, self.loss_dir = loss_pct, loss_dir
+        if not loss_pct:
+            return "loss 0%"
+        where = {"up": "edge->cloud", "down": "cloud->edge", "both": "each direction"}[loss_dir]
+        return f"loss {loss_pct:g}% {where} (iptables statistic drop)"
+
+    def loss_drops(self) -> dict[str, int]:
+        """Packets dropped by the loss rules since they were last set: ``{"up": n, "down": n}``."""
+        out = {"up": 0, "down": 0}
+        for key, ns in (("up", self.cloud_ns), ("down", self.edge_ns)):
+            if self._loss_chain.get(ns):
+                r = _run(["ip", "netns", "exec", ns, str(self._iptables), "-w", "5", "-L", LOSS_CHAIN, "-v", "-n", "-x"])
+                rows = [ln.split() for ln in r.stdout.splitlines()[2:] if ln.split()]
+                out[key] = sum(int(row[0]) for row in rows if row[0].isdigit())
+        return out
 
     def start_delay_proxy(self, routes: dict[int, int], rtt_ms: float = 0.0) -> dict[int, int]:
         """Relay ``cloud_ip:LISTEN -> cloud_ip:UPSTREAM`` inside the cloud namespace, holding data

@@ -1,0 +1,70 @@
+"""onnxsplit.netgen: random realistic training networks for the cost models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from onnxsplit.ir import Graph
+from onnxsplit.netgen import net_model, net_specs
+from onnxsplit.profile import ProfileError, build_spec, graph_of_spec
+
+
+def test_same_spec_same_model() -> None:
+    for spec in net_specs(6, start=100):
+        a, b = net_model(spec), net_model(json.loads(json.dumps(spec)))
+        assert a.SerializeToString(deterministic=True) == b.SerializeToString(deterministic=True)
+    assert net_model(net_specs(1, start=3)[0]).SerializeToString() != net_model(net_specs(1, start=4)[0]).SerializeToString()
+
+
+def test_nets_are_valid_static_and_within_budget() -> None:
+    ops: set[str] = set()
+    for spec in net_specs(40, max_mflops=800.0):
+        m = build_spec(spec)
+        onnx.checker.check_model(m, full_check=True)
+        g = Graph(m)
+        g.require_static_shapes()
+        assert g.total_flops / 1e6 <= 800.0, spec
+        assert not g.unknown_cost_nodes(), spec
+        ops |= set(g.op_histogram())
+    # the vocabulary is actually exercised: blocks real exported models are made of
+    for op in ("Conv", "BatchNormalization", "HardSigmoid", "Clip", "Concat", "Resize", "LRN", "MatMul", "Softmax",
+               "GlobalAveragePool", "MaxPool", "Transpose", "ReduceMean"):
+        assert op in ops, op
+
+
+def test_nets_run_in_onnxruntime() -> None:
+    ort = pytest.importorskip("onnxruntime")
+    for spec in net_specs(8, start=20, max_mflops=300.0):
+        m = net_model(spec)
+        s = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        i = s.get_inputs()[0]
+        x = np.random.default_rng(0).standard_normal([int(d) for d in i.shape]).astype(np.float32)
+        outs = s.run(None, {i.name: x})
+        assert all(np.isfinite(o).all() for o in outs), spec
+
+
+def test_budget_lowers_resolution_and_bad_version_is_an_error() -> None:
+    spec = net_specs(1, start=7)[0]
+    small = Graph(net_model({**spec, "max_mflops": 60.0}))
+    assert small.total_flops / 1e6 <= 60.0
+    with pytest.raises(ProfileError, match="version 9"):
+        net_model({**spec, "v": 9})
+
+
+def test_profile_rows_name_and_rebuild_nets(tmp_path: Path) -> None:
+    from onnxsplit.cli import main
+    from onnxsplit.profile import read_profile_csv
+
+    out = tmp_path / "nets.csv"
+    assert main(["profile", "--target", "host-x86", "-o", str(out), "--kernels", "0", "--no-models", "--nets", "2",
+                 "--reps", "3", "--rounds", "1", "--warmup", "1", "--max-seconds", "0.05", "--quiet"]) == 0
+    rows = [r for r in read_profile_csv(out) if r["kind"] == "model"]
+    assert [r["name"] for r in rows] == ["net:v1,seed=0", "net:v1,seed=1"]
+    for r in rows:
+        assert float(r["median_ms"]) > 0
+        assert graph_of_spec(r["spec"]).model.SerializeToString() == build_spec(r["spec"]).SerializeToString()
