@@ -291,3 +291,24 @@ def test_loss_zero_needs_no_iptables_and_teardown_on_failure(monkeypatch):
             assert "rate 50.0mbit" in tb.link_mode and tb.loss_pct == 0.0  # the failed call changed nothing
             1 / 0  # noqa: B018
     assert not tb.alive()
+
+
+def test_bench_e2e_oracle_within_budget_skips_broken_int8_plans():
+    """The budget-aware oracle never picks an int8 plan that failed the accuracy budget."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        from tools.bench_e2e import best_measured
+    finally:
+        sys.path.remove(str(ROOT))
+    plans = [{"id": 0, "precision": "fp32"}, {"id": 1, "precision": "int8", "within_budget": False},
+             {"id": 2, "precision": "int8", "within_budget": True}, {"id": 3, "precision": "int8"}]
+    meas = {(0, 1.0): 260.0, (1, 1.0): 230.0, (2, 1.0): 250.0, (3, 1.0): 255.0,
+            (0, 100.0): 300.0, (1, 100.0): 90.0, (2, 100.0): 120.0, (3, 100.0): 110.0}
+
+    def med(i: int, bw: float) -> float:
+        return meas[(i, bw)]
+
+    assert best_measured(plans, med, 1.0) == 1  # raw oracle: the broken plan is fastest
+    assert best_measured(plans, med, 1.0, within_budget_only=True) == 2
+    assert best_measured(plans, med, 100.0, within_budget_only=True) == 3  # unchecked plans stay candidates
+    assert best_measured([plans[0], plans[1]], med, 1.0, within_budget_only=True) == 0
