@@ -172,7 +172,7 @@ def _cnn(b: Any, rng: np.random.Generator, hw: tuple[int, int]) -> None:
         outs = [p]
         for f_, cf in reversed(levels[:-1]):
             size = _shape_of(b, f_)
-            if rng.random() < 0.7 or _shape_of(b, p)[2] * 2 != size[2] or _shape_of(b, p)[3] * 2 != size[3]:
+            if rng.random() < 0.7 or [2 * d for d in _shape_of(b, p)[2:]] != size[2:]:
                 up = b.node("Resize", [p, "", "", b.const(np.array([1, lat, size[2], size[3]]))],
                             mode=_rng_choice(rng, ["nearest", "linear"]))
             else:

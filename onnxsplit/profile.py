@@ -837,16 +837,10 @@ def quantize_qdq(model: onnx.ModelProto, *, n_calibration: int = 4, seed: int = 
         import logging
 
         logging.getLogger().setLevel(logging.ERROR)
-        from onnxruntime.quantization.shape_inference import quant_pre_process
+        from .quant.quantize import preprocess_for_quantization
 
-        pre = Path(tmp) / "pre.onnx"
-        for kwargs in ({}, {"skip_symbolic_shape": True}):
-            try:
-                quant_pre_process(str(src), str(pre), **kwargs)
-                src = pre
-                break
-            except Exception:  # noqa: BLE001 - pre-processing is an optimization, as in onnxsplit.quant
-                continue
+        if preprocess_for_quantization(src, Path(tmp) / "pre.onnx"):
+            src = Path(tmp) / "pre.onnx"
         quantize_static(str(src), str(dst), _Reader(), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=opset >= 13)
         return onnx.load(str(dst))
@@ -858,7 +852,7 @@ def _normalize_for_quantization(model: onnx.ModelProto) -> onnx.ModelProto:
     converted to 13 breaks onnxruntime's calibration graph)."""
     inits = {t.name for t in model.graph.initializer}
     used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
-    dropouts = [n for n in model.graph.node if n.op_type == "Dropout" and n.domain in ("", "ai.onnx")
+    dropouts = [k for k, n in enumerate(model.graph.node) if n.op_type == "Dropout" and n.domain in ("", "ai.onnx")
                 and not any(o and o in used for o in n.output[1:])]
     if not dropouts and not any(i.name in inits for i in model.graph.input) and model.ir_version >= 4:
         return model
@@ -868,14 +862,14 @@ def _normalize_for_quantization(model: onnx.ModelProto) -> onnx.ModelProto:
     del m.graph.input[:]
     m.graph.input.extend(keep)
     m.ir_version = max(m.ir_version, 4)
-    for n in m.graph.node:
-        if n.op_type == "Dropout" and n.domain in ("", "ai.onnx") and not any(o and o in used for o in n.output[1:]):
-            out = n.output[0]
-            del n.input[1:]
-            del n.output[:]
-            n.output.append(out)
-            del n.attribute[:]
-            n.op_type = "Identity"
+    for k in dropouts:  # Dropout(x[, ratio, training]) -> Identity(x)
+        n = m.graph.node[k]
+        out = n.output[0]
+        del n.input[1:]
+        del n.output[:]
+        n.output.append(out)
+        del n.attribute[:]
+        n.op_type = "Identity"
     return m
 
 

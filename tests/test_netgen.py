@@ -68,3 +68,12 @@ def test_profile_rows_name_and_rebuild_nets(tmp_path: Path) -> None:
     for r in rows:
         assert float(r["median_ms"]) > 0
         assert graph_of_spec(r["spec"]).model.SerializeToString() == build_spec(r["spec"]).SerializeToString()
+
+
+def test_negative_nets_is_a_one_line_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from onnxsplit.cli import main
+
+    assert main(["profile", "--target", "host-x86", "-o", str(tmp_path / "x.csv"), "--nets", "-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--nets must be >= 0" in err[0]
+    assert not (tmp_path / "x.csv").exists()

@@ -63,6 +63,16 @@ def _parse_model_arg(value: str) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------ profile
+def _n_nets(args: argparse.Namespace) -> int:
+    """``--nets``, or its default: 150 random networks for onnxruntime profiles, none for TVM builds
+    (each would be a compilation) or with ``--no-models``/``--quick``."""
+    if args.nets is not None:
+        if args.nets < 0:
+            raise UsageError(f"--nets must be >= 0, got {args.nets}")
+        return args.nets
+    return 0 if (args.runtime == "tvm" or args.rpc or args.no_models or args.quick) else 150
+
+
 def cmd_profile(args: argparse.Namespace) -> int:
     from ..profile import run_profile
     from ..targets import load_target
@@ -81,7 +91,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         n_kernels=args.kernels,
         include_models=not args.no_models,
         quick_models=args.quick,
-        n_nets=args.nets if args.nets is not None else (0 if (args.runtime == "tvm" or args.rpc or args.no_models or args.quick) else 150),
+        n_nets=_n_nets(args),
         extra_models=extra,
         threads=args.threads,
         warmup=args.warmup,

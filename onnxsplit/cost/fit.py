@@ -207,8 +207,7 @@ def fit_samples(
 
 
 def _law(families: Mapping[str, Mapping[str, float]], fam: str, feats: Mapping[str, float]) -> float:
-    r = resolve_family(families, fam)
-    coefs = families.get(r) if r is not None else None
+    coefs = families.get(resolve_family(families, fam) or "")
     if coefs is None:
         return 0.0
     return float(sum(coefs.get(f, 0.0) * v for f, v in feats.items()))

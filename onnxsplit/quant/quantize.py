@@ -228,6 +228,22 @@ class QuantizedSplit:
 
 
 # ------------------------------------------------------------------------------ quantizer
+def preprocess_for_quantization(src: Path, dst: Path) -> bool:
+    """onnxruntime's ``quant_pre_process`` (shape inference, basic graph optimizations such as
+    Conv+BatchNormalization folding) from ``src`` to ``dst``; retried without symbolic shape
+    inference. False (``dst`` not written) when it fails: pre-processing is an optimization."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    for kwargs in ({}, {"skip_symbolic_shape": True}):
+        try:
+            with _quiet():
+                quant_pre_process(str(src), str(dst), **kwargs)
+            return True
+        except Exception:  # noqa: BLE001 - fall back to the next variant, then to no pre-processing
+            continue
+    return False
+
+
 def _calibration_method(name: str):  # noqa: ANN202
     from onnxruntime.quantization import CalibrationMethod
 
@@ -314,17 +330,8 @@ class ModelQuantizer:
         self._count = 0
 
     def _preprocess(self, src: Path) -> tuple[Path, bool]:
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-
         dst = self.dir / "pre.onnx"
-        for kwargs in ({}, {"skip_symbolic_shape": True}):
-            try:
-                with _quiet():
-                    quant_pre_process(str(src), str(dst), **kwargs)
-                return dst, True
-            except Exception:  # noqa: BLE001 - pre-processing is an optimization; fall back
-                continue
-        return src, False
+        return (dst, True) if preprocess_for_quantization(src, dst) else (src, False)
 
     def _assign_owners(self, named: onnx.ModelProto) -> dict[str, str]:
         """Pre-processing fuses, decomposes and inlines nodes (Conv+BatchNormalization fusion,
