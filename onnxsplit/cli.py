@@ -659,6 +659,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _by_runtime(names: list[str]) -> str:
+    """``["ort-trt-fp32", "ort-trt-int8"]`` -> ``"ort-trt fp32/int8"``."""
+    groups: dict[str, list[str]] = {}
+    for n in names:
+        rt, p = n.rsplit("-", 1)
+        groups.setdefault(rt, []).append(p)
+    return ", ".join(f"{rt} {'/'.join(ps)}" for rt, ps in groups.items())
+
+
 def cmd_targets(args: argparse.Namespace) -> int:
     from .cost.model import find_cost_model
     from .targets import PRECISIONS, list_targets, load_target, target_aliases
@@ -669,15 +678,25 @@ def cmd_targets(args: argparse.Namespace) -> int:
     rows, docs = [], []
     for name in list_targets():
         t = load_target(name)
-        fitted = [f"{rt}-{p}" for rt in t.runtimes for p in PRECISIONS if find_cost_model(t.name, rt, p) is not None]
+        fitted: list[str] = []
+        estimated: list[str] = []
+        for rt in t.runtimes:
+            for p in PRECISIONS:
+                m = find_cost_model(t.name, rt, p)
+                if m is not None:
+                    (fitted if m.calibrated else estimated).append(f"{rt}-{p}")
         docs.append({"name": t.name, "aliases": aliases.get(t.name, []), "role": t.role, "default_runtime": t.default_runtime,
-                     "runtimes": list(t.runtimes), "cost_models": fitted, "description": t.description})
+                     "runtimes": list(t.runtimes), "cost_models": fitted, "estimated_cost_models": estimated,
+                     "description": t.description})
         rows.append((t.name, ",".join(aliases.get(t.name, [])) or "-", t.role, t.default_runtime,
-                     ", ".join(fitted) or "(roofline only: calibrated false)"))
+                     _by_runtime(fitted) or "-", _by_runtime(estimated) or ("-" if fitted else "roofline")))
     if args.json:
         print(json.dumps(docs, indent=2))
         return 0
-    print(table(["target", "short names", "role", "default runtime", "fitted cost models"], rows))
+    print(table(["target", "short names", "role", "default runtime", "fitted cost models",
+                 "estimated (calibrated: false)"], rows))
+    print("estimated: learned on measured devices, scaled by this target's data sheet (onnxsplit.cost.transfer); "
+          "roofline: the target file's efficiencies only")
     return 0
 
 

@@ -216,6 +216,20 @@ def test_fit_smoke(capsys):
     assert "holdout" in out and "nb201" in out and "fbnet" in out
 
 
+@needs_data
+def test_transfer_writes_uncalibrated_models_for_unmeasured_gpus(tmp_path, capsys):
+    from onnxsplit.cost import CostModel
+
+    assert H.main(["transfer", "--samples", "40", "--targets", "jetson-orin-nano", "--out-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "leave-one-GPU-out" in out and all(name in out for name, _, _ in H.HELP_GPUS.values())
+    files = sorted(p.name for p in (tmp_path / "jetson-orin-nano").glob("*.json"))
+    assert files == [f"{rt}-{p}.json" for rt in ("ort-cuda", "ort-trt") for p in ("fp16", "fp32", "int8")]
+    m = CostModel.load(tmp_path / "jetson-orin-nano" / "ort-trt-fp32.json")
+    assert m.calibrated is False and set(m.accuracy["leave_one_gpu_out"]) == set(H.HELP_GPUS)
+    assert m.provenance["license"].startswith("MIT") and "HELP" in m.provenance["source"]
+
+
 # ------------------------------------------------------------------------ tools/eval_cost_model.py
 _EVAL = Path(__file__).resolve().parent.parent / "tools" / "eval_cost_model.py"
 _espec = importlib.util.spec_from_file_location("eval_cost_model", _EVAL)

@@ -590,6 +590,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.targets:
         want = {t.strip() for t in args.targets.split(",") if t.strip()}
         models = [m for m in models if m.target in want]
+    estimates = [m for m in models if not m.calibrated]
+    if estimates:  # nothing measured for these targets: their accuracy is the transfer's leave-one-GPU-out
+        say(f"skipping {len(estimates)} estimated (calibrated: false) artifacts of "
+            f"{', '.join(sorted({m.target for m in estimates}))}: no measurements of those targets exist; their "
+            "leave-one-GPU-out accuracy: python tools/help_latency.py transfer --dry-run")
+        models = [m for m in models if m.calibrated]
     if not models:
         print("error: no cost models to evaluate", file=sys.stderr)
         return 2

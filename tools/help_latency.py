@@ -495,6 +495,12 @@ def read_space(space: str, device: str, *, directory: Path | None = None,
 
     Returns ``(samples, number of degenerate archs dropped)``.
     """
+    return read_columns(space, [device], directory=directory, holdout_fraction=holdout_fraction)[device]
+
+
+def read_columns(space: str, devices: Sequence[str], *, directory: Path | None = None,
+                 holdout_fraction: float = HOLDOUT_FRACTION) -> dict[str, tuple[list[Sample], int]]:
+    """:func:`read_space` for several device columns, reading the file once."""
     d = directory or data_dir()
     if not data_available(d):
         raise FileNotFoundError(f"help-latency data not found in {d} (set {ENV_DIR})")
@@ -502,25 +508,27 @@ def read_space(space: str, device: str, *, directory: Path | None = None,
         "nb201": (NB201_CSV, "arch", "nb201", 5),
         "fbnet": (FBNET_CSV, "ops", "fbnet", 4),
     }[space]
-    out, dropped = [], 0
+    out: dict[str, tuple[list[Sample], int]] = {dev: ([], 0) for dev in devices}
     with open(d / fname, newline="") as f:
         reader = csv.DictReader(f)
-        if device not in (reader.fieldnames or []):
-            cols = [c for c in reader.fieldnames or [] if c not in ("index", key)]
-            raise SystemExit(f"no column {device!r} in {d / fname}; columns: {', '.join(cols)}")
+        for device in devices:
+            if device not in (reader.fieldnames or []):
+                cols = [c for c in reader.fieldnames or [] if c not in ("index", key)]
+                raise SystemExit(f"no column {device!r} in {d / fname}; columns: {', '.join(cols)}")
         for row in reader:
             arch = row[key]
-            if space == "nb201" and nb201_is_degenerate(arch):
-                dropped += 1
-                continue
+            degenerate = space == "nb201" and nb201_is_degenerate(arch)
             idx = int(row["index"])
-            lat = float(row[device])
-            if not math.isfinite(lat) or lat <= 0:
-                dropped += 1
-                continue
-            out.append(Sample(f"{prefix}-{idx:0{width}d}", space, idx, arch, lat,
-                              split_of(f"{space}:{arch}", holdout_fraction)))
-    return out, dropped
+            split = None
+            for device in devices:
+                samples, dropped = out[device]
+                lat = float(row[device])
+                if degenerate or not math.isfinite(lat) or lat <= 0:
+                    out[device] = (samples, dropped + 1)
+                    continue
+                split = split or split_of(f"{space}:{arch}", holdout_fraction)
+                samples.append(Sample(f"{prefix}-{idx:0{width}d}", space, idx, arch, lat, split))
+    return out
 
 
 def build_model(sample: Sample, none_mode: str = "prune", *, weights: bool = True) -> onnx.ModelProto:
@@ -739,6 +747,157 @@ def fit_one(device: str, target: str, runtime: str, precision: str, what: str,
     return result
 
 
+# =============================================================================== transfer to unmeasured GPUs
+#: the measured GPUs of the HELP data (column prefix -> data-sheet numbers). FP32 peak = CUDA cores x 2 x
+#: boost clock; bandwidth from the memory interface. Sources: NVIDIA product pages / whitepapers (GTX 1080
+#: Ti: 3584 cores, 1582 MHz, 484 GB/s; RTX 2080 Ti reference: 4352 cores, 1545 MHz, 616 GB/s; TITAN RTX:
+#: 16.3 TFLOPS, 672 GB/s (targets/titan-rtx.toml); TITAN X (Pascal, 2016): 3584 cores, 1531 MHz, 480 GB/s;
+#: TITAN Xp: 3840 cores, 1582 MHz, 547.7 GB/s). HELP calls the fourth one "titanx"; it is taken to be the
+#: Pascal TITAN X: its batch-256 NB201 latencies are ~1.15x the TITAN Xp's, as the data sheets predict
+#: (the Maxwell GTX TITAN X, 6.6 TFLOPS / 336 GB/s, would be ~1.7x).
+HELP_GPUS: dict[str, tuple[str, float, float]] = {
+    "1080ti": ("GeForce GTX 1080 Ti", 11340.0, 484.0),
+    "2080ti": ("GeForce RTX 2080 Ti", 13450.0, 616.0),
+    "titan_rtx": ("TITAN RTX", 16300.0, 672.0),
+    "titanx": ("TITAN X (Pascal)", 10970.0, 480.0),
+    "titanxp": ("TITAN Xp", 12150.0, 547.7),
+}
+#: batch sizes measured per space (columns <gpu>_<batch>)
+HELP_GPU_BATCHES = {"nb201": (1, 32, 256), "fbnet": (1, 32, 64)}
+#: unmeasured GPU targets that get a transferred (calibrated: false) cost model, and for which runtimes
+TRANSFER_TARGETS = ("jetson-orin-nano", "jetson-agx-orin", "server-gpu-a100", "server-gpu-h100")
+TRANSFER_RUNTIMES = ("ort-trt", "ort-cuda")
+
+
+def transfer_dataset(n_total: int, seed: int = 0):  # noqa: ANN201 - (samples, kernels by arch, counts)
+    """GPU measurements of ``n_total`` archs (half per space) at every measured batch size.
+
+    Returns ``(rows, kernels, counts)``: ``rows`` are ``(split, TransferSample)``; ``kernels`` maps a
+    model id to its kernels (for the roofline comparison). Features come from the graph rebuilt with
+    PyTorch-eager fusion rules and ``mul0`` none-edges, as the titan-rtx model is fitted.
+    """
+    from onnxsplit.cost import fit as F
+    from onnxsplit.cost.kernels import group_kernels
+    from onnxsplit.cost.transfer import TransferSample
+
+    rules = _rules("pytorch-eager")
+    rows, kernels, counts = [], {}, {}
+    for space, batches in HELP_GPU_BATCHES.items():
+        read = read_columns(space, [f"{gpu}_{b}" for gpu in HELP_GPUS for b in batches])
+        cols = {(gpu, b): {s.arch: s.latency_ms for s in read[f"{gpu}_{b}"][0]} for gpu in HELP_GPUS for b in batches}
+        base = read["titan_rtx_1"][0]
+        sub = sample_subset(base, n_total // 2 if space == "nb201" else n_total - n_total // 2, seed)
+        counts[space] = {"sampled": len(sub), "train": sum(s.split == "train" for s in sub),
+                         "holdout": sum(s.split == "holdout" for s in sub)}
+        for s, g in zip(sub, build_graphs(sub, "mul0")):
+            ff = F.sample_from_graph(g, 1.0, rules=rules).family_features
+            kernels[s.model_id] = [k for k in group_kernels(g, rules) if k.family != "constant"]
+            for (gpu, b), col in cols.items():
+                lat = col.get(s.arch)
+                if lat is not None:
+                    rows.append((s.split, TransferSample(s.model_id, gpu, b, ff, lat)))
+    return rows, kernels, counts
+
+
+def _roofline_gpu_ms(kernels: list, spec, batch: int, roof) -> float:  # noqa: ANN001
+    """The uncalibrated roofline (efficiencies and overheads of ``roof``, a target) for a GPU's data sheet."""
+    t = roof.inference_overhead_us / 1e3
+    for k in kernels:
+        compute = k.flops * batch / (spec.peak_gflops * 1e9 * roof.compute_efficiency)
+        memory = ((k.in_nbytes + k.out_nbytes) * batch + k.param_nbytes) / (spec.bandwidth_gbps * 1e9 * roof.bandwidth_efficiency)
+        t += max(compute, memory) * 1e3 + roof.kernel_overhead_us / 1e3
+    return t
+
+
+def cmd_transfer(args: argparse.Namespace) -> int:
+    from onnxsplit.cost.fit import accuracy_metrics
+    from onnxsplit.cost.model import CostModelError
+    from onnxsplit.cost.transfer import DeviceSpec, fit_transfer, leave_one_device_out, transferred_cost_model
+    from onnxsplit.targets import PRECISIONS, load_target
+
+    t0 = time.perf_counter()
+    specs = {g: DeviceSpec(g, peak, bw) for g, (_, peak, bw) in HELP_GPUS.items()}
+    rows, kernels, counts = transfer_dataset(args.samples, args.seed)
+    train = [s for split, s in rows if split == "train"]
+    hold = [s for split, s in rows if split == "holdout"]
+    print(f"{len(train)} train / {len(hold)} holdout measurements ({len(HELP_GPUS)} GPUs x batch sizes; "
+          f"{counts}); data {time.perf_counter() - t0:.1f} s")
+    logo = leave_one_device_out(train, specs, evaluate=hold)
+    roof = load_target("titan-rtx")  # the roofline assumptions every GPU target file uses
+    base = {}
+    for d in HELP_GPUS:
+        rr = [s for s in hold if s.device == d]
+        base[d] = accuracy_metrics([_roofline_gpu_ms(kernels[s.name], specs[d], s.batch, roof) for s in rr],
+                                   [s.latency_ms for s in rr])
+    print("\nleave-one-GPU-out (fitted on the other GPUs' train archs; the held-out GPU enters only through its "
+          "data sheet) vs the roofline of the target files, on holdout archs:")
+    batches = sorted({b for bs in HELP_GPU_BATCHES.values() for b in bs})
+    head = f"  {'GPU':<22}{'n':>6}{'within10':>10}{'MAPE':>8}" + "".join(f"{'b=' + str(b):>10}" for b in batches) + \
+        f"{'roofline w10/MAPE':>20}"
+    print(head)
+    for d, m in logo.items():
+        bb = "".join(f"{_fmt(m['by_batch'].get(str(b), {}).get('mape_pct'), '.1f', '%'):>10}" for b in batches)
+        print(f"  {HELP_GPUS[d][0]:<22}{m['n']:>6}{_fmt(m['within_10_pct'], '.1f', '%'):>10}"
+              f"{_fmt(m['mape_pct'], '.1f', '%'):>8}{bb}"
+              f"{_fmt(base[d]['within_10_pct'], '.1f', '%'):>11}/{_fmt(base[d]['mape_pct'], '.1f', '%')}")
+    law = fit_transfer(train, specs)
+    pooled = {"n": sum(m["n"] for m in logo.values())}
+    for key in ("within_10_pct", "mape_pct", "median_ape_pct"):
+        pooled[key] = round(sum(m[key] * m["n"] for m in logo.values()) / pooled["n"], 3)
+    pooled["spearman"] = None
+    print(f"  {'pooled':<22}{pooled['n']:>6}{pooled['within_10_pct']:>9.1f}%{pooled['mape_pct']:>7.1f}%")
+    print("\nshared inverse efficiencies (1 / achieved fraction of peak) and mean fixed cost per kernel:")
+    fixed = law.mean_fixed_ms()
+    for f, k in law.efficiency_inverse.items():
+        print(f"  {f:<15} compute {k['compute']:9.2f}  activations {k['activation_bytes']:8.2f}  "
+              f"weights {k['param_bytes']:8.2f}  fixed {fixed[f] * 1e3:7.1f} us")
+    provenance = {
+        "source": ("transferred: HELP repository (https://github.com/HayeonLee/HELP) whole-model latencies of 5 GPUs "
+                   f"(columns <gpu>_<batch>, gpu in {', '.join(HELP_GPUS)}; NB201 batch 1/32/256, FBNet 1/32/64) "
+                   "-> this target's data sheet"),
+        "source_path": str(data_dir()),
+        "license": "MIT (HELP repository, (c) 2024 HayeonLee)",
+        "citation": SOURCE["citation"],
+        "source_files": SOURCE["files"],
+        "measured_gpus": {g: {"name": n, "peak_gflops_fp32": p, "mem_bandwidth_gbps": b}
+                          for g, (n, p, b) in HELP_GPUS.items()},
+        "models": "NAS-Bench-201 and FBNet-space networks, 32x32 inputs, rebuilt by tools/help_latency.py "
+                  "(PyTorch-eager kernels, mul0 none-edges)",
+        "sample_counts": counts,
+        "caveats": ("PyTorch-eager measurements on x86 desktop hosts: per-kernel fixed costs are those hosts' launch "
+                    "costs (a Jetson's CPU is slower; TensorRT launches fewer, fused kernels); efficiencies of "
+                    "small 32x32 CNNs; not validated on this target. Profile a real board (onnxsplit profile) to "
+                    "calibrate."),
+        "tool": "python tools/help_latency.py " + " ".join(getattr(args, "argv", ["transfer"])),
+    }
+    accuracy = {"holdout": {**pooled, "level": "whole model, leave-one-GPU-out over the 5 measured GPUs "
+                            "(each predicted from its data sheet by a law fitted on the others)"},
+                "leave_one_gpu_out": {d: {k: v for k, v in m.items()} for d, m in logo.items()},
+                "roofline_same_rows": base}
+    if args.dry_run:
+        print("\n(dry run: nothing written)")
+        return 0
+    written = 0
+    for name in args.targets:
+        target = load_target(name)
+        for runtime in TRANSFER_RUNTIMES:
+            if runtime not in target.runtimes:
+                continue
+            for precision in PRECISIONS:
+                model = transferred_cost_model(law, target, runtime, precision, provenance=provenance,
+                                               accuracy=accuracy, version=args.version)
+                out = Path(args.out_dir) / target.name / f"{runtime}-{precision}.json"
+                try:
+                    model.save(out)
+                except CostModelError as exc:
+                    print(f"  NOT written: {exc}", file=sys.stderr)
+                    return 1
+                written += 1
+    print(f"\nwrote {written} transferred cost models (calibrated: false) under {args.out_dir} for "
+          f"{', '.join(args.targets)}; {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
 def _fmt(v: float | None, spec: str, unit: str = "") -> str:
     return "n/a" if v is None else f"{v:{spec}}{unit}"
 
@@ -797,6 +956,15 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--out-dir", default=str(REPO_ROOT / "cost_models"))
     f.add_argument("--all", action="store_true", help="fit every target of TARGETS")
     f.set_defaults(func=cmd_fit)
+    t = sub.add_parser("transfer", help="fit efficiencies on the 5 measured GPUs and write uncalibrated cost "
+                                         "models for unmeasured GPU targets (Jetson, A100, H100)")
+    t.add_argument("--samples", type=int, default=1000, help="archs sampled (half from each space)")
+    t.add_argument("--targets", nargs="+", default=list(TRANSFER_TARGETS), help="targets to write models for")
+    t.add_argument("--version", default="1", help="artifact version string")
+    t.add_argument("--dry-run", action="store_true", help="fit and report, write nothing")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out-dir", default=str(REPO_ROOT / "cost_models"))
+    t.set_defaults(func=cmd_transfer)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
     args.argv = argv

@@ -245,7 +245,8 @@ def cmd_cost_model_show(args: argparse.Namespace) -> int:
         print(json.dumps(model.to_json(), indent=2))
         return 0
     h = model.accuracy.get("holdout", {})
-    print(f"{model.path}\n{model.target} / {model.runtime} / {model.precision}, version {model.version}, "
+    print(f"{model.path}\n{model.target} / {model.runtime} / {model.precision}, version {model.version}"
+          f"{'' if model.calibrated else ' (calibrated: false: an estimate transferred from measured devices)'}, "
           f"overhead {model.overhead_ms:.4f} ms, {model.provenance.get('n_samples')} samples, "
           f"holdout MAPE {h.get('mape_pct')}% (n={h.get('n')})")
     rows = [[fam] + [f"{c[f]:.4g}" for f in model.features] for fam, c in sorted(model.families.items())]

@@ -31,6 +31,10 @@ costs are non-negative. Extra keys are allowed inside ``provenance`` and ``accur
 metrics); everywhere else unknown keys are rejected. Files of schema ``onnxsplit.costmodel/1``
 (no ``kernel_configs``) still load; saving writes ``/2``.
 
+Optional in ``/2``: ``"calibrated": false`` marks an estimate that no measurement of the target
+backs (a law transferred from measured devices by :mod:`onnxsplit.cost.transfer`); every
+prediction made with it reports ``calibrated: false``, like the roofline. Absent means true.
+
 Optional in ``/2``: ``"memory_floor": {"dram_gbps": 23.4, "cache_mb": 32, "bytes_scale": 1.0,
 "source": "..."}``: a kernel whose bytes (times ``bytes_scale``) exceed the last-level cache is
 predicted at least ``bytes / dram_gbps`` (measured memory bandwidth), the physical bound the
@@ -61,7 +65,7 @@ SCHEMA_V1 = "onnxsplit.costmodel/1"
 _TOP_KEYS_V1 = {"schema", "target", "runtime", "precision", "version", "features", "feature_units",
                 "coefficient_units", "families", "overhead_ms", "provenance", "accuracy"}
 _TOP_KEYS = _TOP_KEYS_V1 | {"kernel_configs"}
-_OPTIONAL_KEYS = {"memory_floor"}  # /2: may be absent
+_OPTIONAL_KEYS = {"memory_floor", "calibrated"}  # /2: may be absent
 _CONFIG_KEYS = {"family", "ms", "law_ms", "n_train"}
 _FLOOR_KEYS = {"dram_gbps", "cache_mb", "bytes_scale", "source"}
 #: families whose kernels may touch only part of their bytes (a Gather reads a few embedding rows)
@@ -92,6 +96,9 @@ class CostModel:
     kernel_configs: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: None, or {"dram_gbps", "cache_mb", "bytes_scale", "source"} (see :meth:`memory_floor_ms`)
     memory_floor: dict[str, Any] | None = None
+    #: False for an estimate that no measurement of this target backs (e.g. transferred from other
+    #: devices by :mod:`onnxsplit.cost.transfer`): predictions made with it say ``calibrated: false``
+    calibrated: bool = True
 
     def memory_floor_ms(self, kernel: Kernel) -> float:
         """DRAM lower bound of a kernel: a kernel whose bytes (inputs + outputs + parameters, times
@@ -154,6 +161,7 @@ class CostModel:
                                      "n_train": int(c["n_train"])}
                                for sig, c in sorted(self.kernel_configs.items())},
             **({"memory_floor": dict(self.memory_floor)} if self.memory_floor else {}),
+            **({} if self.calibrated else {"calibrated": False}),
             "provenance": dict(self.provenance),
             "accuracy": dict(self.accuracy),
         }
@@ -247,6 +255,9 @@ class CostModel:
             if not isinstance(floor["source"], str):
                 raise fail("memory_floor.source", "expected a string")
             floor = {k: (floor[k] if k == "source" else float(floor[k])) for k in _FLOOR_KEYS}
+        calibrated = doc.get("calibrated", True)
+        if not isinstance(calibrated, bool):
+            raise fail("calibrated", f"expected true or false, got {calibrated!r}")
         prov = doc["provenance"]
         if not isinstance(prov, dict):
             raise fail("provenance", "expected an object")
@@ -284,6 +295,7 @@ class CostModel:
             path=source,
             kernel_configs=configs,
             memory_floor=floor,
+            calibrated=calibrated,
         )
 
     @classmethod

@@ -9,6 +9,8 @@ nodes:
 * the kernel's head node gets the kernel's latency; fused followers get 0 and appear in
   ``fused_into`` (follower -> head);
 * constant-folded nodes get 0 (computed once at session creation);
+* a registered model marked ``calibrated: false`` (an estimate transferred from measured devices,
+  :mod:`onnxsplit.cost.transfer`) is used, and the table says ``calibrated=False``;
 * a kernel whose op family the model does not cover, or whose FLOPs are unknown, is estimated
   with the roofline (never 0: at least its bytes over the bandwidth plus the per-kernel overhead)
   and its nodes are listed in ``uncalibrated_nodes``.
@@ -127,7 +129,7 @@ def predict(
         target=t.name,
         precision=precision,
         runtime=runtime,
-        calibrated=model is not None,
+        calibrated=model is not None and model.calibrated,
         model_version=model.version if model is not None else None,
         latency_ms=ordered,
         fused_into=fused,
