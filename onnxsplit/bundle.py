@@ -60,12 +60,124 @@ def save_model(model: onnx.ModelProto, path: Path) -> list[Path]:
     return [path, data]
 
 
+class SharedWeights:
+    """One external-data file with a model's initializers that several models' halves reference.
+
+    The halves of every plan of a dynamic bundle read the same weights. ONNX external data lets a
+    model reference tensors at offsets of a file; onnxruntime only reads such a file from the
+    model's own folder, so :meth:`place` puts a *hard link* to the one file into each half's
+    folder: every plan stays a self-contained bundle, and the weights are on disk once (copy the
+    bundle with ``tar`` or ``rsync -H`` to keep it so; a plain copy duplicates them, still correct).
+    Where hard links are impossible the file is copied (:attr:`linked` says which happened).
+
+    Contract: :meth:`externalize` moves an initializer to the file only when its name is in the
+    file *and* its bytes are identical (a quantized or folded weight of the same name stays in the
+    model); ``min_nbytes`` smaller tensors stay in the model.
+    """
+
+    FILE = "weights.bin"
+
+    def __init__(self, model: onnx.ModelProto, path: Path, *, min_nbytes: int = 1024, align: int = 64):
+        from onnx import numpy_helper
+
+        self.path = Path(path)
+        self.index: dict[str, tuple[int, int, str]] = {}  # name -> (offset, length, sha256 of the bytes)
+        self.linked = True
+        self.places = 0
+        offset = 0
+        with open(self.path, "wb") as f:
+            for t in model.graph.initializer:
+                if t.name in self.index or t.data_type in (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED):
+                    continue
+                data = numpy_helper.to_array(t).tobytes()
+                if len(data) < min_nbytes:
+                    continue
+                pad = -offset % align
+                f.write(b"\0" * pad)
+                offset += pad
+                f.write(data)
+                self.index[t.name] = (offset, len(data), hashlib.sha256(data).hexdigest())
+                offset += len(data)
+        self.nbytes = offset
+
+    def externalize(self, model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+        """A copy of ``model`` whose shareable initializers reference :attr:`FILE`; and how many."""
+        from onnx import numpy_helper
+
+        out = onnx.ModelProto()
+        out.CopyFrom(model)
+        n = 0
+        for t in out.graph.initializer:
+            entry = self.index.get(t.name)
+            if entry is None or t.data_location == onnx.TensorProto.EXTERNAL:
+                continue
+            data = numpy_helper.to_array(t).tobytes()
+            if len(data) != entry[1] or hashlib.sha256(data).hexdigest() != entry[2]:
+                continue
+            dims, dtype, name = list(t.dims), t.data_type, t.name
+            t.Clear()
+            t.name, t.data_type = name, dtype
+            t.dims.extend(dims)
+            t.data_location = onnx.TensorProto.EXTERNAL
+            for key, value in (("location", self.FILE), ("offset", str(entry[0])), ("length", str(entry[1]))):
+                kv = t.external_data.add()
+                kv.key, kv.value = key, value
+            n += 1
+        return out, n
+
+    def place(self, folder: Path) -> Path:
+        """Hard-link (else copy) the file into ``folder``; returns the placed path."""
+        folder.mkdir(parents=True, exist_ok=True)
+        dest = folder / self.FILE
+        try:
+            os.link(self.path, dest)
+        except OSError:
+            shutil.copyfile(self.path, dest)
+            self.linked = False
+        self.places += 1
+        return dest
+
+    def save(self, model: onnx.ModelProto, path: Path) -> list[Path]:
+        """Save ``model`` at ``path`` with its shareable weights in the shared file (placed beside
+        it when the model references it); returns the files written."""
+        shared, n = self.externalize(model)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if n == 0:
+            return save_model(model, path)
+        onnx.save_model(shared, str(path))
+        return [path, self.place(path.parent)]
+
+
+def disk_usage(root: Path) -> int:
+    """Bytes of the files under ``root``, each hard-linked file counted once."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for p in root.rglob("*"):
+        if p.is_file() and not p.is_symlink():
+            st = p.stat()
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_size
+    return total
+
+
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """Hex sha256 of a file; remembered per (device, inode, size, mtime), so the hard links of one
+    shared weights file (:class:`SharedWeights`) are hashed once."""
+    st = os.stat(path)
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        if len(_SHA_CACHE) > 4096:
+            _SHA_CACHE.clear()
+        _SHA_CACHE[key] = h.hexdigest()
+    return _SHA_CACHE[key]
+
+
+_SHA_CACHE: dict[tuple[int, int, int, int], str] = {}
 
 
 def sha256_model(model: onnx.ModelProto) -> str:

@@ -336,9 +336,10 @@ class DynamicRunner:
 
 
 class serve_plans:  # noqa: N801 - used like a function / context manager
-    """Start one embedded CloudServer per plan with a cloud half: ``urls`` maps plan id -> URL.
+    """Serve every plan with a cloud half from one embedded CloudServer (one process, one port):
+    ``urls`` maps plan id -> URL (the same URL for all; each plan is a model of its own name).
 
-    ``port=0`` picks free ports; otherwise plan ``k`` listens on ``port + k``.
+    ``port=0`` picks a free port.
     """
 
     def __init__(self, bundle: str | Path | DynamicBundle, *, host: str = "127.0.0.1", port: int = 0, **server_kwargs: Any):
@@ -347,20 +348,14 @@ class serve_plans:  # noqa: N801 - used like a function / context manager
         self.bundle = bundle if isinstance(bundle, DynamicBundle) else load_dynamic_bundle(bundle)
         self.servers: dict[int, Any] = {}
         self.urls: dict[int, str] = {}
-        try:
-            for p in self.bundle.plans:
-                k = int(p["id"])
-                if p["kind"] == "all-edge":
-                    continue
-                srv = CloudServer(self.bundle.plan_dir(k), host=host, port=(port + k) if port else 0, **server_kwargs)
-                self.servers[k] = srv.start()
-                self.urls[k] = srv.url
-        except BaseException:
-            self.stop()
-            raise
+        plans = [int(p["id"]) for p in self.bundle.plans if p["kind"] != "all-edge"]
+        if plans:
+            srv = CloudServer([self.bundle.plan_dir(k) for k in plans], host=host, port=port, **server_kwargs).start()
+            self.servers = dict.fromkeys(plans, srv)
+            self.urls = dict.fromkeys(plans, srv.url)
 
     def stop(self) -> None:
-        for srv in self.servers.values():
+        for srv in {id(s): s for s in self.servers.values()}.values():
             try:
                 srv.stop()
             except Exception:  # noqa: BLE001

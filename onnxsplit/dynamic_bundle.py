@@ -16,9 +16,14 @@ and :func:`write_dynamic_bundle` writes::
 Plan 0 is always **all-edge** (the local fallback of :class:`~onnxsplit.dynamic.DynamicRunner`)
 and the **all-cloud** (full offload) plan is always included, whether or not the table picks them.
 
-Weights: ONNX cannot share initializers across model files (external data is per model and
-onnxruntime loads each file's weights separately), so every plan carries its own copy of the
-weights it needs; the manifest reports ``total_size_bytes`` and ``weights_note``.
+Weights are on disk once: ``OUT/weights.bin`` holds the model's initializers (ONNX external
+data, :class:`onnxsplit.bundle.SharedWeights`), every half references its tensors there, and each
+half's folder holds a hard link to it (onnxruntime reads external data only from the model's own
+folder; without hard links the file is copied). The manifest reports ``weights``,
+``total_size_bytes`` (disk usage, each file once) and ``plans_size_bytes`` (the plans as
+standalone copies). In memory each onnxruntime session keeps its own (optimized, prepacked) copy:
+sharing the raw initializers between sessions (``SessionOptions.add_initializer``) saved nothing
+with graph optimizations on (measured: 6 YOLOv8n sessions +132 MB RSS unshared, +143 MB shared).
 """
 
 from __future__ import annotations
@@ -36,8 +41,15 @@ from .errors import UsageError
 
 SCHEMA = "onnxsplit.dynamic/1"
 WEIGHTS_NOTE = (
-    "ONNX cannot share initializers across model files, so each plan's halves carry their own copy "
-    "of the weights they read; total_size_bytes is the sum over all plans."
+    "The model's weights are stored once, in weights.bin (ONNX external data); every plan's halves "
+    "reference their tensors in it at fixed offsets, and each half's folder holds a hard link to that "
+    "one file (onnxruntime reads external data only from the model's folder). total_size_bytes counts "
+    "it once; plans_size_bytes is the sum of the plans as standalone copies. Copy the bundle with tar "
+    "or rsync -H to keep one copy; quantized (int8) weights stay inside their edge model."
+)
+WEIGHTS_NOTE_COPIED = (
+    "This file system refused hard links: weights.bin was copied into every half's folder, so the "
+    "weights are on disk once per half (total_size_bytes counts every copy)."
 )
 
 __all__ = ["SCHEMA", "PolicyEntry", "DynamicBundle", "build_policy", "distinct_plans",
@@ -170,7 +182,7 @@ def write_dynamic_bundle(
     the first grid point where the new plan wins (:func:`policy_from_predictions`). Int8 plans
     without that flag (e.g. a post-hoc quantized baseline) are written but never chosen.
     """
-    from .bundle import atomic_output_dir, save_model, sha256_file, versions, write_manifest
+    from .bundle import SharedWeights, atomic_output_dir, disk_usage, sha256_file, versions, write_manifest
     from .runtime_ort import random_feeds
     from .split import split_model
     from .verify import check_split
@@ -186,10 +198,13 @@ def write_dynamic_bundle(
     feeds = random_feeds(graph.model, seed=0) if verify else None
     stem = Path(source).stem if source else "model"
     entries = []
+    weights: SharedWeights | None = None
+
     def write_plan(tmp: Path, k: int, halves: Any, request: dict, extra: dict) -> int:
-        """plans/<k>/ as a regular split bundle; returns its size in bytes."""
+        """plans/<k>/ as a regular split bundle (weights in the shared file); returns its size in bytes
+        as a standalone copy."""
         pdir = tmp / "plans" / str(k)
-        files = {side: save_model(m, pdir / side / "model.onnx") for side, m in (("edge", halves.edge), ("cloud", halves.cloud))
+        files = {side: weights.save(m, pdir / side / "model.onnx") for side, m in (("edge", halves.edge), ("cloud", halves.cloud))
                  if m is not None}
         write_manifest(pdir, {
             "kind": "split",
@@ -205,6 +220,7 @@ def write_dynamic_bundle(
         return sum(p.stat().st_size for p in pdir.rglob("*") if p.is_file())
 
     with atomic_output_dir(out, force=force) as tmp:
+        weights = SharedWeights(graph.model, tmp / SharedWeights.FILE)
         for k, edge_names in enumerate(plans):
             parts = split_model(graph, set(edge_names))
             if verify:
@@ -261,8 +277,11 @@ def write_dynamic_bundle(
             "plans": entries,
             "policy": "policy.json",
             "settings": settings or {},
-            "total_size_bytes": sum(e["size_bytes"] for e in entries),
-            "weights_note": WEIGHTS_NOTE,
+            "total_size_bytes": disk_usage(tmp),
+            "plans_size_bytes": sum(e["size_bytes"] for e in entries),
+            "weights": {"file": SharedWeights.FILE, "nbytes": weights.nbytes, "tensors": len(weights.index),
+                        "hard_linked": weights.linked, "references": weights.places},
+            "weights_note": WEIGHTS_NOTE if weights.linked else WEIGHTS_NOTE_COPIED,
             "versions": versions(),
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")

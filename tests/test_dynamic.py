@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 import onnxsplit
@@ -257,8 +258,20 @@ def test_write_dynamic_bundle(tiny_dynamic):
     assert manifest["schema"] == "onnxsplit.dynamic/1"
     kinds = [p["kind"] for p in manifest["plans"]]
     assert kinds[0] == "all-edge" and kinds[-1] == "all-cloud" and len(kinds) >= 3
-    assert manifest["total_size_bytes"] == sum(p["size_bytes"] for p in manifest["plans"])
-    assert "cannot share initializers" in manifest["weights_note"]
+    # the weights are on disk once: every half references weights.bin, a hard link to OUT/weights.bin
+    assert manifest["plans_size_bytes"] == sum(p["size_bytes"] for p in manifest["plans"])
+    w = manifest["weights"]
+    assert w["hard_linked"] is True and w["tensors"] > 0 and w["references"] == sum(
+        (p["kind"] != "all-cloud") + (p["kind"] != "all-edge") for p in manifest["plans"])
+    master = (out / "weights.bin").stat()
+    assert master.st_size == w["nbytes"] and master.st_nlink == 1 + w["references"]
+    for half in out.glob("plans/*/*/model.onnx"):
+        linked = (half.parent / "weights.bin").stat()
+        assert (linked.st_dev, linked.st_ino) == (master.st_dev, master.st_ino)
+        m = onnx.load(str(half), load_external_data=False)
+        assert any(t.data_location == onnx.TensorProto.EXTERNAL for t in m.graph.initializer)
+    assert manifest["total_size_bytes"] < manifest["plans_size_bytes"] - (len(manifest["plans"]) - 2) * w["nbytes"]
+    assert "hard link" in manifest["weights_note"]
     b = load_dynamic_bundle(out)
     names = {frozenset(p["edge_node_names"]): p["id"] for p in b.plans}
     for row in table.rows:  # every row's plan is a bundle, and the policy points at it
@@ -304,6 +317,55 @@ def test_loopback_dynamic_runner_exact(tiny_dynamic):
         r = dr.infer({"image": x})
         assert r.fallback
         np.testing.assert_array_equal(r.outputs[next(iter(r.outputs))], ref)
+
+
+@pytest.mark.skipif(not _has_server(), reason="onnxsplit.runtime.server not importable")
+def test_one_server_serves_every_plan(tiny_dynamic):
+    """`onnxsplit serve DYNAMIC_OUT`: one process, one port, each plan's cloud half under its own name."""
+    import urllib.error
+    import urllib.request
+
+    from onnxsplit.runtime import EdgeRunner, load_bundle
+    from onnxsplit.runtime.server import CloudServer
+
+    out, manifest, _ = tiny_dynamic
+    served = [p["id"] for p in manifest["plans"] if p["kind"] != "all-edge"]
+    x = np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    with CloudServer(out, port=0, optimize=False) as srv:
+        names = {load_bundle(out / "plans" / str(k)).model_name for k in served}
+        assert set(srv.models) == names and len(names) == len(served)
+        req = urllib.request.Request(f"{srv.url}/v2/repository/index", data=b"", method="POST")
+        index = json.loads(urllib.request.urlopen(req, timeout=10).read())
+        assert {m["name"] for m in index} == names and {m["state"] for m in index} == {"READY"}
+        for k in served:  # every plan answers through the same URL, bit-identical to running it locally
+            with EdgeRunner(out / "plans" / str(k), srv.url, optimize=False) as r:
+                res = r.infer({"image": x})
+                assert not res.fallback
+                local = load_bundle(out / "plans" / str(k))
+            with EdgeRunner(local, None, optimize=False) as r:
+                ref = r.infer({"image": x})
+            for name in ref.outputs:
+                np.testing.assert_array_equal(res.outputs[name], ref.outputs[name])
+        with pytest.raises(urllib.error.HTTPError) as exc:
+            urllib.request.urlopen(f"{srv.url}/v2/models/nope", timeout=10)
+        body = json.loads(exc.value.read())["error"]
+        assert exc.value.code == 404 and all(n in body for n in names)
+
+
+def test_serve_cli_lists_every_plan_and_refuses_an_edge_only_bundle(tiny_dynamic):
+    out, manifest, _ = tiny_dynamic
+    p = subprocess.Popen([sys.executable, "-m", "onnxsplit", "serve", str(out), "--port", "0", "--json"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        doc = json.loads(p.stdout.readline())
+        assert doc["event"] == "listening"
+        assert len(doc["models"]) == sum(pl["kind"] != "all-edge" for pl in manifest["plans"])
+    finally:
+        p.terminate()
+        p.wait(10)
+    r = subprocess.run([sys.executable, "-m", "onnxsplit", "serve", str(out / "plans" / "0"), "--port", "0"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "has no cloud model" in r.stderr
 
 
 # ----------------------------------------------------------------------------- int8 plans + probe endpoint

@@ -359,7 +359,7 @@ GOOD = {"name": "squeeze.conv.out", "datatype": "FP32", "shape": [1, 4, 8, 8], "
 @pytest.mark.parametrize(
     "path, body, headers, status, message",
     [
-        ("/v2/models/nope/infer", *_binary({"squeeze.conv.out": X}), 404, "unknown model 'nope'; this server serves 'tiny_cnn-cloud'"),
+        ("/v2/models/nope/infer", *_binary({"squeeze.conv.out": X}), 404, "unknown model 'nope'; this server serves: tiny_cnn-cloud"),
         (None, *_binary({"squeeze.conv.out": X, "extra": X}), 400, "unexpected input 'extra'; model 'tiny_cnn-cloud' takes: squeeze.conv.out"),
         (None, *_binary({"wrong_name": X}), 400, "unexpected input 'wrong_name'"),
         (None, json.dumps({"inputs": []}).encode(), {}, 400, "request has no 'inputs' list"),

@@ -230,7 +230,7 @@ def worker(args: argparse.Namespace) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
-    """Runs in the cloud namespace: one embedded server per plan (or one for a plain bundle)."""
+    """Runs in the cloud namespace: one embedded server for every plan (or for a plain bundle)."""
     if args.plain:
         from onnxsplit.runtime.server import CloudServer
 
@@ -394,9 +394,9 @@ def main(argv: list[str] | None = None) -> int:
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         urls = _readline(srv, 300)
         if args.rtt > 0 and not tb.link_mode.startswith("netem"):  # no sch_netem: delay in a userspace relay
-            ports = {10000 + int(k): 9000 + int(k) for k in urls}
-            tb.start_delay_proxy(ports, rtt_ms=args.rtt)
-            urls = {k: v.replace(f":{9000 + int(k)}", f":{10000 + int(k)}") for k, v in urls.items()}
+            served = {int(v.rsplit(":", 1)[1]) for v in urls.values()}  # one server for every plan: one port
+            tb.start_delay_proxy({p + 1000: p for p in served}, rtt_ms=args.rtt)
+            urls = {k: f"{v.rsplit(':', 1)[0]}:{int(v.rsplit(':', 1)[1]) + 1000}" for k, v in urls.items()}
             results["delay"] = "userspace relay (tools/testbed/delayproxy.py), rtt/2 each way"
         wk = tb.spawn_edge(env_cmd + me + ["--worker", "--bundle", str(out / "bundle"), "--urls", json.dumps(urls),
                                            "--probe-interval-s", str(args.probe_interval_s)],
@@ -593,7 +593,8 @@ def build_plans(args, graph, bws: list[float], cal: dict, out: Path):  # noqa: A
             preds[p["id"]] = {bw: lat[f"{bw:g}"] for bw in bws}
         else:
             preds[p["id"]] = {bw: float(p["predicted_ms"][f"{bw:g}"]) for bw in bws}
-    print(f"{len(plans)} candidate plans, bundle {manifest['total_size_bytes'] / 1e6:.1f} MB (weights copied per plan)")
+    print(f"{len(plans)} candidate plans, bundle {manifest['total_size_bytes'] / 1e6:.1f} MB on disk "
+          f"({manifest['plans_size_bytes'] / 1e6:.1f} MB as standalone plans; weights shared)")
     for p in plans:
         print(f"  plan {p['id']}: {p.get('label', p['kind']):14s} {p['precision']} edge nodes {p['edge_nodes']:4d}  "
               f"uplink {p['uplink_bytes']:>9d} B")

@@ -234,6 +234,10 @@ def _compile_dynamic(args: argparse.Namespace, graph, edge_t, cloud_t, rtt: floa
     rows = [(r.batch_size, f"{r.from_mbps:.3g}", f"{r.to_mbps:.3g}", len(r.plan.edge_nodes), fmt_bytes(r.plan.uplink_bytes),
              f"{r.plan.total_ms:.3f}") for r in policy.rows]
     print(table(["batch", "from Mbps", "to Mbps", "edge nodes", "uplink", "predicted ms"], rows))
-    print(f"\nwrote {args.output}/ with {len(manifest.get('plans', []))} plans (fp32) and policy.json; "
-          "run with onnxsplit.dynamic.DynamicRunner")
+    w = manifest["weights"]
+    print(f"\nwrote {args.output}/ with {len(manifest.get('plans', []))} plans (fp32) and policy.json: "
+          f"{fmt_bytes(manifest['total_size_bytes'])} on disk (the plans as standalone copies: "
+          f"{fmt_bytes(manifest['plans_size_bytes'])}; weights.bin {fmt_bytes(w['nbytes'])} "
+          f"{'hard-linked into' if w['hard_linked'] else 'copied into'} {w['references']} half folders)")
+    print(f"serve every plan: onnxsplit serve {args.output}   edge: onnxsplit.dynamic.DynamicRunner")
     return 0

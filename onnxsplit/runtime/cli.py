@@ -64,6 +64,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "infer": f"{srv.url}/v2/models/{model.name}/infer",
         "inputs": [t.to_json() for t in model.inputs.values()],
         "outputs": [t.to_json() for t in model.outputs.values()],
+        "models": [{"name": m.name, "infer": f"{srv.url}/v2/models/{m.name}/infer", "bundle": str(m.bundle.root)}
+                   for m in srv.models.values()],
         "max_request_bytes": srv.max_request_bytes,
         "token": srv.token is not None,
         "optimize": not args.no_optimize,
@@ -71,16 +73,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"event": "listening", **info}), flush=True)
     else:
-        print(f"serving {model.name} on {srv.url}  (KServe v2 HTTP, binary tensors; Triton-compatible)")
+        if len(srv.models) == 1:
+            print(f"serving {model.name} on {srv.url}  (KServe v2 HTTP, binary tensors; Triton-compatible)")
+        else:
+            print(f"serving {len(srv.models)} models (every plan of the dynamic bundle) on {srv.url}  "
+                  "(KServe v2 HTTP, binary tensors; Triton-compatible)")
         print(
             _table(
-                ["", "tensor", "datatype", "shape"],
-                [("in", t.name, t.datatype, t.to_json()["shape"]) for t in model.inputs.values()]
-                + [("out", t.name, t.datatype, t.to_json()["shape"]) for t in model.outputs.values()],
+                ["model", "", "tensor", "datatype", "shape"],
+                [(m.name, "in", t.name, t.datatype, t.to_json()["shape"]) for m in srv.models.values()
+                 for t in m.inputs.values()]
+                + [(m.name, "out", t.name, t.datatype, t.to_json()["shape"]) for m in srv.models.values()
+                   for t in m.outputs.values()],
             )
         )
         print(
-            f"infer: POST {info['infer']}   limit {_fmt_bytes(srv.max_request_bytes)} per request"
+            f"infer: POST {srv.url}/v2/models/<model>/infer   limit {_fmt_bytes(srv.max_request_bytes)} per request"
             f"   token: {'required' if srv.token else 'none'}   stop with Ctrl-C",
             flush=True,
         )
@@ -243,9 +251,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "serve",
         help="serve a bundle's cloud half over KServe v2 HTTP (Triton-compatible)",
         description="Serve OUT/cloud/model.onnx with onnxruntime behind the KServe v2 / Open Inference Protocol "
-        "(HTTP/REST, JSON and binary tensors). Model name: <source stem>-cloud.",
+        "(HTTP/REST, JSON and binary tensors). Model name: <source stem>-cloud. Given a dynamic bundle "
+        "(compile --dynamic), one process serves the cloud half of every plan, each under its own name "
+        "(<source stem>-p<k>-cloud).",
     )
-    p.add_argument("bundle", metavar="OUT", help="bundle folder written by `onnxsplit split -o OUT`")
+    p.add_argument("bundle", metavar="OUT", help="bundle folder written by `onnxsplit split -o OUT` or "
+                                                 "`onnxsplit compile --dynamic -o OUT`")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--token", help="require 'Authorization: Bearer T' (default: $ONNXSPLIT_TOKEN, else none)")

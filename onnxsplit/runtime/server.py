@@ -1,11 +1,15 @@
 """The embedded cloud server: the cloud half of a bundle behind the KServe v2 HTTP/REST protocol.
 
 Standard library only (``http.server.ThreadingHTTPServer``: one thread per connection, HTTP/1.1
-keep-alive) and one onnxruntime ``InferenceSession`` shared by all threads (``run`` is
-thread-safe). Endpoints:
+keep-alive) and one onnxruntime ``InferenceSession`` per served model, shared by all threads
+(``run`` is thread-safe). One server serves several models: given a dynamic bundle (``compile
+--dynamic``, schema ``onnxsplit.dynamic/1``) it serves the cloud half of every plan, each under its
+own name (``<stem>-p<k>-cloud``), so a :class:`~onnxsplit.dynamic.DynamicRunner` switching plans
+talks to one process on one port. Endpoints:
 
 ``GET  /v2/health/live``, ``GET /v2/health/ready``      (never need the token: for probes)
 ``GET  /v2``                                             server metadata
+``POST /v2/repository/index``                            the served models (Triton's model-repository extension)
 ``GET  /v2/models/{name}[/versions/1]``                  model metadata (inputs/outputs, datatypes, shapes)
 ``GET  /v2/models/{name}[/versions/1]/ready``            model readiness
 ``GET  /v2/models/{name}[/versions/1]/config``           Triton-style model config as JSON
@@ -30,7 +34,7 @@ import socket
 import threading
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -38,6 +42,8 @@ from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
+from ..dynamic_bundle import SCHEMA as DYNAMIC_SCHEMA
+from ..dynamic_bundle import load_dynamic_bundle
 from .bundle import Bundle, BundleError, TensorSpec, load_bundle
 from .protocol import (
     HEADER_LENGTH,
@@ -433,6 +439,12 @@ class _Handler(BaseHTTPRequestHandler):
                 self._probe()
                 app.stats.record(200)
                 return
+            if rest == ["repository", "index"]:
+                self._expect(method, "POST")
+                self._send_json(200, [{"name": n, "version": "1", "state": "READY" if app.ready else "UNAVAILABLE"}
+                                      for n in app.models])
+                app.stats.record(200)
+                return
             if rest[0] != "models" or len(rest) < 2:
                 raise ProtocolError(f"unknown endpoint {method} {self.path}", 404)
             name, tail = rest[1], rest[2:]
@@ -440,20 +452,21 @@ class _Handler(BaseHTTPRequestHandler):
                 if tail[1] != "1":
                     raise ProtocolError(f"model '{name}' has no version '{tail[1]}' (only version 1)", 404)
                 tail = tail[2:]
-            if name != app.model.name:
-                raise ProtocolError(f"unknown model '{name}'; this server serves '{app.model.name}'", 404)
+            model = app.models.get(name)
+            if model is None:
+                raise ProtocolError(f"unknown model '{name}'; this server serves: {', '.join(app.models)}", 404)
             if not tail:
                 self._expect(method, "GET")
-                self._send_json(200, app.model.metadata())
+                self._send_json(200, model.metadata())
             elif tail == ["ready"]:
                 self._expect(method, "GET")
                 self._send_json(200 if app.ready else 503, {"name": name, "ready": app.ready})
             elif tail == ["config"]:
                 self._expect(method, "GET")
-                self._send_json(200, app.model.config())
+                self._send_json(200, model.config())
             elif tail == ["infer"]:
                 self._expect(method, "POST")
-                self._infer()
+                self._infer(model)
                 return
             else:
                 raise ProtocolError(f"unknown endpoint {method} {self.path}", 404)
@@ -507,7 +520,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(200, {"received_bytes": length})
 
     # ---------------------------------------------------------------- inference
-    def _infer(self) -> None:
+    def _infer(self, model: CloudModel) -> None:
         app = self.server.app
         t_start = time.perf_counter()
         net = 0.0  # seconds spent waiting on the socket (not decoding)
@@ -584,7 +597,7 @@ class _Handler(BaseHTTPRequestHandler):
             if hl > len(body):
                 raise ProtocolError(f"{HEADER_LENGTH} {hl} is larger than the decompressed body ({len(body)} bytes)")
             req = parse_request_header(body[:hl])
-            outputs = app.model.validate(req, len(body) - hl)
+            outputs = model.validate(req, len(body) - hl)
             req, feeds = decode_body(body, header_length, response=False)
             decode_s = time.perf_counter() - t0
         else:
@@ -592,7 +605,7 @@ class _Handler(BaseHTTPRequestHandler):
             t0 = time.perf_counter()
             net0 = net
             req = parse_request_header(head)
-            outputs = app.model.validate(req, None if header_length is None else length - header_length)
+            outputs = model.validate(req, None if header_length is None else length - header_length)
             if header_length is None and req.binary_total:
                 raise ProtocolError(
                     f"input '{next(t.name for t in req.inputs if t.binary_size is not None)}' has binary_data_size but "
@@ -606,12 +619,12 @@ class _Handler(BaseHTTPRequestHandler):
                     feeds[t.name] = array_from_json(t.data, t.datatype, t.shape, t.name)
             decode_s = time.perf_counter() - t0 - (net - net0)
         t1 = time.perf_counter()
-        results = app.model.run(feeds, outputs)
+        results = model.run(feeds, outputs)
         t2 = time.perf_counter()
         cloud_ms = (t2 - t1) * 1e3
         params = {"cloud_ms": round(cloud_ms, 4), "server_decode_ms": round(decode_s * 1e3, 4)}
         enc = encode_response(
-            app.model.name, results, binary=req.wants_binary, request_id=req.id, parameters=params,
+            model.name, results, binary=req.wants_binary, request_id=req.id, parameters=params,
             time_key="server_encode_ms",
         )
         sent = self._send(200, enc)
@@ -619,8 +632,39 @@ class _Handler(BaseHTTPRequestHandler):
                          bytes_in=length, bytes_out=sent)
 
 
+def load_bundles(source: str | Path | Bundle | Sequence[str | Path | Bundle], *,
+                 verify_checksums: bool = True) -> list[Bundle]:
+    """The bundles a server serves: one bundle, every plan of a dynamic bundle that has a cloud half
+    (``onnxsplit.dynamic/1``), or each item of a list. Bundles without a cloud half are an error
+    when named alone, skipped inside a dynamic bundle."""
+    if isinstance(source, Bundle):
+        return [source]
+    if isinstance(source, (str, Path)):
+        root = Path(source)
+        try:
+            schema = json.loads((root / "manifest.json").read_text()).get("schema")
+        except (OSError, ValueError, AttributeError):
+            schema = None  # load_bundle says what is wrong
+        if schema == DYNAMIC_SCHEMA:
+            dyn = load_dynamic_bundle(root)
+            out = [load_bundle(dyn.plan_dir(int(p["id"])), verify_checksums=verify_checksums) for p in dyn.plans
+                   if p["kind"] != "all-edge"]
+            if not out:
+                raise BundleError(f"dynamic bundle {root} has no plan with a cloud half: there is nothing to serve")
+            return out
+        return [load_bundle(root, verify_checksums=verify_checksums)]
+    out = [b for item in source for b in load_bundles(item, verify_checksums=verify_checksums)]
+    if not out:
+        raise BundleError("no bundle to serve")
+    return out
+
+
 class CloudServer:
-    """Serve a bundle's cloud half; ``start()`` runs it in a background thread, ``stop()`` ends it.
+    """Serve bundles' cloud halves; ``start()`` runs it in a background thread, ``stop()`` ends it.
+
+    ``bundle``: a bundle folder (or :class:`Bundle`), a dynamic bundle folder (every plan with a
+    cloud half is served), or a list of bundles; each model is served under its own name
+    (``models``; ``model`` is the first one).
 
     >>> with CloudServer("out/tiny", port=0) as srv:   # doctest: +SKIP
     ...     print(srv.url)
@@ -628,7 +672,7 @@ class CloudServer:
 
     def __init__(
         self,
-        bundle: str | Path | Bundle,
+        bundle: str | Path | Bundle | Sequence[str | Path | Bundle],
         *,
         host: str = "127.0.0.1",
         port: int = 8000,
@@ -640,10 +684,18 @@ class CloudServer:
         idle_timeout: float = 60.0,
         log=None,  # noqa: ANN001 - callable(str) for access-log lines, None = silent
     ):
-        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, verify_checksums=verify_checksums)
-        self.model = CloudModel(self.bundle, optimize=optimize, threads=threads)
+        self.bundles = load_bundles(bundle, verify_checksums=verify_checksums)
+        self.bundle = self.bundles[0]
+        self.models: dict[str, CloudModel] = {}
+        for b in self.bundles:
+            if b.model_name in self.models:
+                raise BundleError(f"two bundles serve the model name '{b.model_name}' ({self.models[b.model_name].bundle.root} "
+                                  f"and {b.root}); give one a different 'name' in its manifest.json")
+            self.models[b.model_name] = CloudModel(b, optimize=optimize, threads=threads)
+        self.model = next(iter(self.models.values()))
         self.token = token or None
-        self.max_request_bytes = int(max_request_bytes) if max_request_bytes else default_max_request_bytes(self.bundle)
+        self.max_request_bytes = (int(max_request_bytes) if max_request_bytes else
+                                  max(default_max_request_bytes(b) for b in self.bundles))
         self.idle_timeout = idle_timeout
         self.log = log
         self.stats = Stats()
