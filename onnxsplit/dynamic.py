@@ -34,7 +34,20 @@ round-trip time (scheduling stalls only add time, so minima filter them). ``B`` 
 reveal a faster link than the estimate), within ``[min_bytes, probe_max_bytes]`` (16 KB .. 1 MB by
 default). For a server without that endpoint
 (Triton), one real round trip of zero-filled boundary tensors of the smallest plan that moves at
-least ``min_bytes``. ``probe()`` runs one synchronously (done on start when ``probe_on_start``). Thread-safe: the estimator is locked and
+least ``min_bytes``.
+
+**Receiver-side samples** (onnxsplit servers): the client's clock includes every stall of the
+client's CPU, and an edge device at its CPU limit (the testbed's CFS quota; a busy board) stalls
+often: on the testbed, differential probes read 14-29 Mbit/s on a 100 Mbit/s link while inference
+kept the CPU busy. The server, on its own core, notes when the bytes of a probe or of an inference
+request arrive (:class:`onnxsplit.runtime.server.ArrivalClock`: the rate over the body after its
+first quarter, which may have come in one burst) and reports ``receive_bytes``/``receive_ms``
+(``server_receive_bytes``/``server_receive_ms`` in inference responses). The kernel paces a sent
+body at the link's rate whatever the sender's process does, so this rate is the link's. When a
+server reports it, it is the sample (:func:`receiver_rate`; a probe's is the median over its
+repeats); a body that arrived faster than the server could resolve counts as ``receiver_ramp``
+(default 2) times the estimate, so the estimate climbs until transfers become resolvable. Requests
+moving fewer than ``min_bytes`` still only update the rtt minimum. ``probe()`` runs one synchronously (done on start when ``probe_on_start``). Thread-safe: the estimator is locked and
 EdgeRunners are shareable between threads.
 """
 
@@ -53,7 +66,7 @@ import numpy as np
 from .dynamic_bundle import DynamicBundle, load_dynamic_bundle
 from .errors import UsageError
 
-__all__ = ["BandwidthEstimator", "DynamicRunner", "DynamicResult", "serve_plans"]
+__all__ = ["BandwidthEstimator", "DynamicRunner", "DynamicResult", "receiver_rate", "serve_plans"]
 
 
 class BandwidthEstimator:
@@ -139,6 +152,21 @@ class DynamicResult:
     results: list = field(default_factory=list)  # per-slice runtime Results
 
 
+#: receiver-side rates need at least this many bytes and this long a window to be trusted
+RECEIVER_MIN_BYTES = 4096
+RECEIVER_MIN_MS = 0.05
+
+
+def receiver_rate(nbytes: Any, ms: Any) -> float | None:
+    """Mbit/s from a server's arrival report (``nbytes`` arrived over ``ms``), or None when the
+    report is missing or too small to resolve (the bytes were all there at once)."""
+    if not isinstance(nbytes, (int, float)) or not isinstance(ms, (int, float)):
+        return None
+    if nbytes < RECEIVER_MIN_BYTES or ms < RECEIVER_MIN_MS:
+        return None
+    return 8.0 * float(nbytes) / (1000.0 * float(ms))
+
+
 def _cloud_bytes(bundle: Any) -> tuple[int, set[str]]:
     up = sum(b.bytes_on_wire for b in bundle.boundary)
     return up, {n for n, s in bundle.outputs if s == "cloud"}
@@ -157,7 +185,8 @@ class DynamicRunner:
                  estimator: BandwidthEstimator | None = None, plans: list[int] | None = None,
                  cooldown_s: float = 5.0, probe_on_start: bool = True, probe_interval_s: float = 2.0,
                  force_plan: int | None = None, probe_target_ms: float = 8.0, probe_max_bytes: int = 1 << 20,
-                 probe_headroom: float = 4.0, probe_repeats: int = 3, **runner_kwargs: Any):
+                 probe_headroom: float = 4.0, probe_repeats: int = 3, receiver_ramp: float = 2.0,
+                 **runner_kwargs: Any):
         from .runtime import EdgeRunner
 
         self.bundle = bundle if isinstance(bundle, DynamicBundle) else load_dynamic_bundle(bundle)
@@ -175,6 +204,9 @@ class DynamicRunner:
         self.probe_max_bytes = int(probe_max_bytes)
         self.probe_headroom = float(probe_headroom)
         self.probe_repeats = int(probe_repeats)
+        if not receiver_ramp > 1:
+            raise UsageError("receiver_ramp must be > 1")
+        self.receiver_ramp = float(receiver_ramp)
         self._probe_endpoint = True  # until a server answers 404 to it
         self._down_until = 0.0
         self._probe_lock = threading.Lock()
@@ -239,13 +271,28 @@ class DynamicRunner:
         return int(min(max(want, self.estimator.min_bytes), max(self.probe_max_bytes, self.estimator.min_bytes)))
 
     def probe_sample(self, runner: Any) -> float:
-        """One differential probe through ``runner``'s server: Mbit/s (``nan`` if not measurable)."""
+        """One probe through ``runner``'s server: Mbit/s (``nan`` if not measurable).
+
+        Receiver-side when the server reports arrival times (see the module docstring): the median
+        of the repeats' rates; a body that arrived faster than it could resolve counts as
+        ``receiver_ramp`` x the estimate. Otherwise differential (client clock)."""
         n = self.probe_bytes()
         t0 = runner.probe_network(0)  # also (re)opens the keep-alive connection
         t1 = math.inf
+        rates, instant = [], 0
         for _ in range(max(1, self.probe_repeats)):  # delays only add: the minimum filters them out
-            t1 = min(t1, runner.probe_network(n))
+            ms, answer = runner.probe_network(n, details=True)
+            t1 = min(t1, ms)
             t0 = min(t0, runner.probe_network(0))
+            r = receiver_rate(answer.get("receive_bytes"), answer.get("receive_ms"))
+            if r is not None:
+                rates.append(r)
+            elif "receive_bytes" in answer:
+                instant += 1
+        if rates:
+            return float(np.median(rates))
+        if instant:
+            return self.estimator.mbps * self.receiver_ramp
         return 8.0 * n / (1000.0 * (t1 - t0)) if t1 > t0 else float("nan")
 
     def _maybe_probe(self) -> None:
@@ -315,8 +362,13 @@ class DynamicRunner:
                 self._down_until = time.monotonic() + self.cooldown_s
             elif res.attempts:
                 up, cloud_out = _cloud_bytes(self.runners[k].bundle)
-                down = sum(int(res.outputs[n].nbytes) for n in cloud_out if n in res.outputs)
-                self.estimator.update(up + down, res.timings_ms.get("network", 0.0))
+                srv = res.server_timings_ms
+                if up >= self.estimator.min_bytes and "server_receive_bytes" in srv:  # receiver-side sample
+                    r = receiver_rate(srv["server_receive_bytes"], srv.get("server_receive_ms"))
+                    self.estimator.add_sample(r if r is not None else self.estimator.mbps * self.receiver_ramp)
+                else:
+                    down = sum(int(res.outputs[n].nbytes) for n in cloud_out if n in res.outputs)
+                    self.estimator.update(up + down, res.timings_ms.get("network", 0.0))
         timings["total"] = (time.perf_counter() - t0) * 1e3
         with self._count_lock:
             self.counts[k] = self.counts.get(k, 0) + 1

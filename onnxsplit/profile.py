@@ -130,6 +130,7 @@ __all__ = [
     "build_spec",
     "graph_of_spec",
     "default_threads",
+    "feeds_for",
     "measure_model",
     "model_specs",
     "quantize_qdq",
@@ -747,7 +748,8 @@ def make_timed_session_bytes(data: bytes, *, threads: int, providers: Sequence[s
     return ort.InferenceSession(data, so, providers=list(providers))
 
 
-def _feeds_for(sess, seed: int = 0) -> dict[str, np.ndarray]:
+def feeds_for(sess, seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded random inputs for an onnxruntime session: floats ~ N(0, 1), integer ids 0, masks 1."""
     rng = np.random.default_rng(seed)
     feeds = {}
     types = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -782,7 +784,7 @@ def measure_model(model: onnx.ModelProto, *, threads: int | None = None, warmup:
                   feeds: dict[str, np.ndarray] | None = None) -> Timing:
     """Median latency of ``model`` (see the module docstring for the protocol)."""
     sess = make_timed_session(model, threads=threads or default_threads(), providers=providers)
-    feeds = feeds if feeds is not None else _feeds_for(sess)
+    feeds = feeds if feeds is not None else feeds_for(sess)
     names = [o.name for o in sess.get_outputs()]
     t0 = time.perf_counter()
     for _ in range(max(1, warmup)):
@@ -822,7 +824,7 @@ def quantize_qdq(model: onnx.ModelProto, *, n_calibration: int = 4, seed: int = 
         except Exception:  # noqa: BLE001 - keep the original opset, quantize weights per tensor
             pass
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    batches = [_feeds_for(sess, seed + i) for i in range(n_calibration)]
+    batches = [feeds_for(sess, seed + i) for i in range(n_calibration)]
 
     class _Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -1137,7 +1139,7 @@ def run_profile(
             try:
                 model = fp32 if prec == "fp32" else quantize_qdq(fp32)
                 sess = make_timed_session(model, threads=threads, providers=providers)
-                feeds = _feeds_for(sess)
+                feeds = feeds_for(sess)
                 outs = [o.name for o in sess.get_outputs()]
                 sess.run(outs, feeds)  # fails now rather than in the timing rounds
                 del sess
@@ -1389,7 +1391,7 @@ class _RemoteTVM:
 
 
 def _feeds_for_inputs(inputs: Sequence[dict[str, Any]], seed: int = 0) -> dict[str, np.ndarray]:
-    """Random inputs (as :func:`_feeds_for`) for a compiled library's ``inputs``."""
+    """Random inputs (as :func:`feeds_for`) for a compiled library's ``inputs``."""
     rng = np.random.default_rng(seed)
     feeds = {}
     for i in inputs:

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -73,9 +74,24 @@ class _LinkRunner:
         self.mbps, self.fixed_ms = mbps, fixed_ms
         self.stalls = list(stalls_ms)  # extra delay of successive calls (a throttled CPU)
 
-    def probe_network(self, nbytes: int) -> float:
+    def probe_network(self, nbytes: int, details: bool = False):  # noqa: ANN201
         stall = self.stalls.pop(0) if self.stalls else 0.0
-        return self.fixed_ms + stall + 8.0 * nbytes / (1000.0 * self.mbps)
+        ms = self.fixed_ms + stall + 8.0 * nbytes / (1000.0 * self.mbps)
+        return (ms, {"received_bytes": nbytes}) if details else ms  # a server without arrival times
+
+
+class _StarvedRunner(_LinkRunner):
+    """A client whose every big send stalls (CPU quota) but whose server reports arrival times."""
+
+    def probe_network(self, nbytes: int, details: bool = False):  # noqa: ANN201
+        wire_ms = 8.0 * nbytes / (1000.0 * self.mbps)
+        ms = self.fixed_ms + wire_ms + (20.0 if nbytes else 0.0)
+        tail = int(nbytes * 0.75)  # what ArrivalClock measures: the body after its first quarter
+        tail_ms = 0.75 * wire_ms
+        answer = {"received_bytes": nbytes}
+        if nbytes:
+            answer.update(receive_bytes=tail if tail_ms >= 0.05 else 0, receive_ms=tail_ms if tail_ms >= 0.05 else 0.0)
+        return (ms, answer) if details else ms
 
 
 @pytest.mark.parametrize("mbps", [1.0, 20.0, 1000.0])
@@ -87,6 +103,39 @@ def test_differential_probe_cancels_the_fixed_cost(mbps):
     assert dr.probe_sample(_LinkRunner(mbps, fixed_ms=5.0)) == pytest.approx(mbps)
     # 9 ms stalls on some calls (empty, big, empty, big, ...): the minima still see the link
     assert dr.probe_sample(_LinkRunner(mbps, fixed_ms=5.0, stalls_ms=[0, 9, 9, 0, 0, 9, 9])) == pytest.approx(mbps)
+
+
+@pytest.mark.parametrize("mbps", [5.0, 100.0])
+def test_receiver_side_probe_ignores_sender_stalls(mbps):
+    dr = DynamicRunner.__new__(DynamicRunner)
+    dr.estimator = BandwidthEstimator(initial_mbps=mbps / 4)
+    dr.probe_target_ms, dr.probe_max_bytes, dr.probe_headroom, dr.probe_repeats, dr.receiver_ramp = 8.0, 1 << 20, 4.0, 3, 2.0
+    # the client's own clock: every big send stalls 20 ms, so the differential reads far too low ...
+    n = dr.probe_bytes()
+    differential = 8.0 * n / (1000.0 * (20.0 + 8.0 * n / (1000.0 * mbps)))
+    assert differential < 0.6 * mbps
+    # ... the server's arrival times see the link
+    assert dr.probe_sample(_StarvedRunner(mbps, fixed_ms=5.0)) == pytest.approx(mbps)
+    # a link too fast to resolve with this probe: the estimate ramps by receiver_ramp
+    assert dr.probe_sample(_StarvedRunner(1e9, fixed_ms=5.0)) == pytest.approx(dr.estimator.mbps * 2.0)
+
+
+def test_arrival_clock_rate_over_the_tail():
+    from onnxsplit.dynamic import receiver_rate
+    from onnxsplit.runtime.server import ArrivalClock
+
+    clock = ArrivalClock()
+    clock.points = [(0.0, 40_000), (0.004, 50_000), (0.008, 60_000), (0.012, 70_000), (0.016, 80_000)]
+    clock.total = 80_000
+    # the first read (a burst) ends before the quarter mark is passed: 60 kB over 16 ms = 30 Mbit/s
+    assert clock.rate_sample() == (40_000, pytest.approx(16.0))  # bytes after the read that crossed 25 %
+    assert clock.parameters() == {"server_receive_bytes": 40_000, "server_receive_ms": 16.0}
+    assert receiver_rate(40_000, 16.0) == pytest.approx(20.0)
+    assert receiver_rate(1000, 16.0) is None and receiver_rate(40_000, 0.0) is None and receiver_rate(None, 1) is None
+    one = ArrivalClock()
+    one.add(65536)
+    assert one.rate_sample() == (0, 0.0)
+    assert ArrivalClock().parameters() == {}
 
 
 def test_estimator_thread_safe():
@@ -128,6 +177,7 @@ class _FakeResult:
         self.attempts = attempts
         self.fallback = fallback
         self.error = "down" if fallback else None
+        self.server_timings_ms = {}  # a server without arrival times: the client-side estimator path
 
 
 class _FakeRunner:
@@ -449,6 +499,43 @@ def test_probe_endpoint_and_runner_probe(tiny_dynamic):
             assert dr.estimator.samples == before + 1 and est > 0 and dr._probe_endpoint
     finally:
         srv.stop()
+
+
+def test_server_reports_when_a_paced_body_arrived(tiny_dynamic):
+    """A sender that trickles 8 kB every 5 ms: the probe answer and an inference response report the
+    arrival rate of the body's tail (not the sender's clock)."""
+    import socket
+
+    from onnxsplit.dynamic import receiver_rate
+    from onnxsplit.runtime import CloudServer
+
+    out, manifest, _ = tiny_dynamic
+    cloud = next(p["id"] for p in manifest["plans"] if p["kind"] == "all-cloud")
+    with CloudServer(load_dynamic_bundle(out).plan_dir(cloud), port=0) as srv:
+        chunk, n_chunks, gap_s = 8192, 8, 0.005
+        with socket.create_connection((srv.host, srv.port), timeout=10) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.sendall(f"POST /v2/onnxsplit/probe HTTP/1.1\r\nHost: x\r\nContent-Length: {chunk * n_chunks}\r\n\r\n"
+                         .encode())
+            for _ in range(n_chunks):
+                time.sleep(gap_s)
+                sock.sendall(bytes(chunk))
+            reply = b""
+            while b"}" not in reply:
+                reply += sock.recv(4096)
+        answer = json.loads(reply.split(b"\r\n\r\n", 1)[1])
+        assert answer["received_bytes"] == chunk * n_chunks
+        # after the read that crossed the first quarter (2 chunks; 3 if the server thread started late)
+        assert answer["receive_bytes"] in (5 * chunk, 6 * chunk)
+        mbps = receiver_rate(answer["receive_bytes"], answer["receive_ms"])
+        assert mbps == pytest.approx(8 * chunk / (1000 * gap_s * 1e3), rel=0.35)
+        # a real inference request reports its arrival too
+        from onnxsplit.runtime import EdgeRunner
+
+        x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+        with EdgeRunner(load_dynamic_bundle(out).plan_dir(cloud), srv.url) as er:
+            res = er.infer({"image": x})
+        assert "server_receive_bytes" in res.server_timings_ms and "server_receive_ms" in res.server_timings_ms
 
 
 # ----------------------------------------------------------------------------- netns smoke test

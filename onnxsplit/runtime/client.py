@@ -285,10 +285,11 @@ class EdgeRunner:
             doc = {"error": body[:200].decode("utf-8", "replace")}
         return resp.status, doc
 
-    def probe_network(self, nbytes: int) -> float:
+    def probe_network(self, nbytes: int, *, details: bool = False) -> float | tuple[float, dict]:
         """POST ``nbytes`` zero bytes to the server's ``/v2/onnxsplit/probe`` endpoint (pooled
-        keep-alive connection); returns the round-trip milliseconds (send + answer; no compute on either side).
-        Raises :class:`RemoteError` when the server has no such endpoint (e.g. Triton: 404)."""
+        keep-alive connection); returns the round-trip milliseconds (send + answer; no compute on either side),
+        or with ``details`` ``(ms, the server's answer)`` (``receive_bytes`` / ``receive_ms``: when the bytes
+        arrived at the server). Raises :class:`RemoteError` when the server has no such endpoint (e.g. Triton: 404)."""
         import json
 
         if not self.server_url:
@@ -308,7 +309,8 @@ class EdgeRunner:
             if resp.status != 200:
                 raise RemoteError(f"{self.server_url} answered {resp.status} to the bandwidth probe: "
                                   f"{_error_message(answer, resp.status)}", resp.status)
-            if json.loads(answer).get("received_bytes") != int(nbytes):
+            doc = json.loads(answer)
+            if not isinstance(doc, dict) or doc.get("received_bytes") != int(nbytes):
                 raise RemoteError(f"{self.server_url}: probe answer {answer[:100]!r} does not echo {nbytes} bytes", 502)
             if resp.will_close:
                 conn.close()
@@ -318,7 +320,7 @@ class EdgeRunner:
         finally:
             if conn is not None:
                 conn.close()
-        return ms
+        return (ms, doc) if details else ms
 
     def server_ready(self) -> bool:
         """GET /v2/health/ready; False when the server cannot be reached."""
@@ -430,7 +432,8 @@ class EdgeRunner:
             if conn is not None:
                 conn.close()
         params = doc.get("parameters") or {}
-        server = {k: float(params[k]) for k in ("cloud_ms", "server_decode_ms", "server_encode_ms") if _is_number(params.get(k))}
+        server = {k: float(params[k]) for k in ("cloud_ms", "server_decode_ms", "server_encode_ms", "server_receive_bytes",
+                                                "server_receive_ms") if _is_number(params.get(k))}
         window = (t_end - t_send) * 1e3
         client_deser = max(0.0, (t_end - t_dec - io) * 1e3)
         cloud = server.get("cloud_ms", 0.0)

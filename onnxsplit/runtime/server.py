@@ -16,13 +16,16 @@ talks to one process on one port. Endpoints:
 ``POST /v2/models/{name}[/versions/1]/infer``            inference (JSON or binary tensor extension)
 ``POST /v2/onnxsplit/probe``                             bandwidth probe: reads and discards the body
                                                          (at most the request limit), answers
-                                                         ``{"received_bytes": n}`` (onnxsplit extension,
-                                                         used by the dynamic runner's estimator)
+                                                         ``{"received_bytes": n, "receive_bytes": m,
+                                                         "receive_ms": t}`` (onnxsplit extension, used by
+                                                         the dynamic runner's estimator; m bytes arrived
+                                                         over t ms, see :class:`ArrivalClock`)
 
 Every error is a 4xx/5xx with a one-line JSON body ``{"error": "..."}`` naming the input at fault.
 Inference responses carry the server's own timings in ``parameters``: ``cloud_ms`` (session.run),
 ``server_decode_ms`` and ``server_encode_ms`` (request parsing/validation and response encoding;
-time spent reading or writing the socket is network time and is not included).
+time spent reading or writing the socket is network time and is not included), and the arrival of
+the binary tensors, ``server_receive_bytes`` over ``server_receive_ms`` (:class:`ArrivalClock`).
 """
 
 from __future__ import annotations
@@ -74,6 +77,43 @@ def default_max_request_bytes(bundle: Bundle) -> int:
             n *= d or 1
         total += n * 16
     return max(16 << 20, total + (1 << 20))
+
+
+class ArrivalClock:
+    """When a request body's bytes arrived: the receiver's view of the uplink.
+
+    A sender on a starved CPU (an edge device at its CPU quota) times its own transfers with its
+    stalls included; the server, on its own core, sees when the bytes actually come in. The rate
+    is taken over the bytes after the first ``skip_fraction`` of the body (which may have arrived
+    in one burst, e.g. a token bucket's burst, or queued while the handler started):
+    :meth:`rate_sample` returns ``(bytes, ms)`` over that tail, ``(0, 0.0)`` when the whole tail
+    was already there in one read (a link too fast for this body to resolve), or None for an
+    empty body.
+    """
+
+    def __init__(self, skip_fraction: float = 0.25):
+        self.skip_fraction = skip_fraction
+        self.points: list[tuple[float, int]] = []  # (perf_counter after a read, bytes so far)
+        self.total = 0
+
+    def add(self, nbytes: int) -> None:
+        if nbytes > 0:
+            self.total += nbytes
+            self.points.append((time.perf_counter(), self.total))
+
+    def rate_sample(self) -> tuple[int, float] | None:
+        if not self.points:
+            return None
+        cut = self.skip_fraction * self.total
+        q = next(i for i, (_, cum) in enumerate(self.points) if cum >= cut)
+        t_q, cum_q = self.points[q]
+        t_end, cum_end = self.points[-1]
+        return cum_end - cum_q, (t_end - t_q) * 1e3
+
+    def parameters(self) -> dict[str, float]:
+        """``server_receive_bytes`` / ``server_receive_ms`` for a response (empty without a body)."""
+        r = self.rate_sample()
+        return {} if r is None else {"server_receive_bytes": int(r[0]), "server_receive_ms": round(r[1], 4)}
 
 
 class CloudModel:
@@ -510,14 +550,18 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise ProtocolError(self._too_large(length), 413)
         left = length
+        clock = ArrivalClock()
         while left > 0:
-            chunk = self.rfile.read(min(left, 65536))
+            chunk = self.rfile.read1(min(left, 65536))  # what has arrived (one socket read): arrival times
             if not chunk:
                 self.close_connection = True
                 raise ProtocolError(f"truncated probe body: {length - left} of {length} bytes", 400)
             left -= len(chunk)
+            clock.add(len(chunk))
         self._unread = 0
-        self._send_json(200, {"received_bytes": length})
+        r = clock.rate_sample()
+        self._send_json(200, {"received_bytes": length, **({"receive_bytes": r[0], "receive_ms": round(r[1], 4)}
+                                                            if r is not None else {})})
 
     # ---------------------------------------------------------------- inference
     def _infer(self, model: CloudModel) -> None:
@@ -542,13 +586,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # never read an oversized body, not even to drain it
             raise ProtocolError(self._too_large(length), 413)
         rfile = self.rfile
+        clock = ArrivalClock()
 
         def readinto(view: memoryview) -> int:
             nonlocal net
             t = time.perf_counter()
-            n = rfile.readinto(view) or 0
+            n = rfile.readinto1(view) or 0  # one socket read at a time: arrival times for the clock
             net += time.perf_counter() - t
             self._unread -= n
+            clock.add(n)
             return n
 
         def read(n: int) -> bytes:
@@ -622,7 +668,7 @@ class _Handler(BaseHTTPRequestHandler):
         results = model.run(feeds, outputs)
         t2 = time.perf_counter()
         cloud_ms = (t2 - t1) * 1e3
-        params = {"cloud_ms": round(cloud_ms, 4), "server_decode_ms": round(decode_s * 1e3, 4)}
+        params = {"cloud_ms": round(cloud_ms, 4), "server_decode_ms": round(decode_s * 1e3, 4), **clock.parameters()}
         enc = encode_response(
             model.name, results, binary=req.wants_binary, request_id=req.id, parameters=params,
             time_key="server_encode_ms",
