@@ -109,14 +109,23 @@ def test_differential_probe_cancels_the_fixed_cost(mbps):
 def test_receiver_side_probe_ignores_sender_stalls(mbps):
     dr = DynamicRunner.__new__(DynamicRunner)
     dr.estimator = BandwidthEstimator(initial_mbps=mbps / 4)
-    dr.probe_target_ms, dr.probe_max_bytes, dr.probe_headroom, dr.probe_repeats, dr.receiver_ramp = 8.0, 1 << 20, 4.0, 3, 2.0
+    dr.probe_target_ms, dr.probe_max_bytes, dr.probe_headroom, dr.probe_repeats = 8.0, 1 << 20, 4.0, 3
+    dr.receiver_ramp, dr.probe_escalation = 2.0, 8
     # the client's own clock: every big send stalls 20 ms, so the differential reads far too low ...
     n = dr.probe_bytes()
     differential = 8.0 * n / (1000.0 * (20.0 + 8.0 * n / (1000.0 * mbps)))
     assert differential < 0.6 * mbps
     # ... the server's arrival times see the link
     assert dr.probe_sample(_StarvedRunner(mbps, fixed_ms=5.0)) == pytest.approx(mbps)
-    # a link too fast to resolve with this probe: the estimate ramps by receiver_ramp
+    # a link too fast to resolve with this probe size: bigger probes (x8, up to 1 MiB) find it
+    fast_mbps = 8.0 * n / (1000.0 * 0.03)  # n bytes on the wire in 0.03 ms: below the server's resolution
+    fast = _StarvedRunner(fast_mbps, fixed_ms=5.0)
+    sent = []
+    probe = fast.probe_network
+    fast.probe_network = lambda nbytes, details=False: (sent.append(nbytes), probe(nbytes, details))[1]
+    assert dr.probe_sample(fast) == pytest.approx(fast_mbps)
+    assert max(sent) == 8 * n
+    # ... and one that even the largest probe cannot resolve ramps the estimate by receiver_ramp
     assert dr.probe_sample(_StarvedRunner(1e9, fixed_ms=5.0)) == pytest.approx(dr.estimator.mbps * 2.0)
 
 
