@@ -15,7 +15,7 @@ net over ``--cv-rounds`` rounds (a 2-vCPU VM whose second vCPU is preempted make
 wait for it). Prints two tables; ``--json`` for the raw numbers. Run it on an otherwise idle machine
 (as root it raises its CPU priority like ``onnxsplit profile --high-priority``).
 
-    python tools/bench_timing_noise.py                 # 8 nets, ~3 minutes
+    python tools/bench_timing_noise.py                 # 8 nets, about 30 seconds
 """
 
 from __future__ import annotations
