@@ -8,6 +8,7 @@ RPC tracker, tornado. The first tuning in a process pays ~25 s of one-time TVM i
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -112,8 +113,17 @@ def test_compile_applies_database_and_matches_onnxruntime(tuned_bundle, tmp_path
 
 def test_second_tune_continues_from_the_database(tuned_bundle, capsys) -> None:
     out, _ = tuned_bundle
-    assert main(["tune", str(out), "--side", "edge", "--target", TARGET, "--trials", "6", "--trials-per-iter", "4",
-                 "--no-compile", "--json", "--quiet", *FAST]) == 0
+    # an unnamed handler on MetaSchedule's logger (an application's, or pytest >= 9.2's log capture)
+    # made TVM's logger setup fail ("'NoneType' object has no attribute 'format'")
+    lg = logging.getLogger("tvm.s_tir.meta_schedule")
+    mine = logging.NullHandler()
+    lg.addHandler(mine)
+    try:
+        assert main(["tune", str(out), "--side", "edge", "--target", TARGET, "--trials", "6", "--trials-per-iter", "4",
+                     "--no-compile", "--json", "--quiet", *FAST]) == 0
+        assert mine in lg.handlers  # given back afterwards
+    finally:
+        lg.removeHandler(mine)
     report = json.loads(capsys.readouterr().out)
     edge = report["sides"]["edge"]
     assert edge["records_before"] == 4 and edge["records"] == 6 and edge["trials_run"] == 2

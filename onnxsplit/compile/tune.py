@@ -34,6 +34,7 @@ there): the family comes from the names of the TIR blocks, ``mflops`` from
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -43,7 +44,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -283,9 +284,10 @@ def tune_half(
         # MetaSchedule's console handler takes the level of its logger: keep its tables off stdout
         # (they go to OUT/tuning/<side>/logs/); our progress lines go to stderr
         logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
-        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            extracted_tasks=tasks, work_dir=str(db_dir), strategy=_strategy(ms, strategy), seed=seed,
-            num_threads=1)
+        with _unnamed_handlers_detached("tvm.s_tir.meta_schedule"):
+            contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+                extracted_tasks=tasks, work_dir=str(db_dir), strategy=_strategy(ms, strategy), seed=seed,
+                num_threads=1)
         if rpc is not None:
             runner = ms.runner.RPCRunner(
                 rpc_config=ms.runner.RPCConfig(tracker_host=rpc[0], tracker_port=rpc[1], tracker_key=device_key,
@@ -306,6 +308,25 @@ def tune_half(
     database = ms.database.JSONDatabase(work_dir=str(db_dir))  # re-read what was committed
     result.update(records=len(database), trials_run=len(database) - before, wall_s=round(time.perf_counter() - t0, 1))
     return result
+
+
+@contextlib.contextmanager
+def _unnamed_handlers_detached(logger_name: str) -> Iterator[None]:
+    """Detach the unnamed handlers of a logger for the duration of the block.
+
+    MetaSchedule (TVM 0.27, ``meta_schedule.logging.create_loggers``) re-creates its loggers with
+    ``logging.config.dictConfig`` and lists the handlers already on its logger *by name*; an unnamed
+    one (pytest >= 9.2's log capture attaches one; so may an application) makes it fail with
+    "'NoneType' object has no attribute 'format'". They are re-attached afterwards."""
+    lg = logging.getLogger(logger_name)
+    unnamed = [h for h in lg.handlers if h.get_name() is None]
+    for h in unnamed:
+        lg.removeHandler(h)
+    try:
+        yield
+    finally:
+        for h in unnamed:
+            lg.addHandler(h)
 
 
 def _strategy(ms: Any, name: str) -> Any:
