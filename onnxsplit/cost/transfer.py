@@ -8,7 +8,7 @@ evaluates it for an unmeasured target's data sheet (:mod:`onnxsplit.targets`).
 The law (per kernel of op family ``f``, batch ``b``, on a device ``d`` with peak ``P_d`` GFLOP/s and
 memory bandwidth ``B_d`` GB/s)::
 
-    t_ms = k_c[f] * mflops * b / P_d                 # compute, inverse efficiency k_c >= 0
+    t_ms = k_c[f] * mflops * b / P_d                 # compute, inverse efficiency k_c
          + k_m[f] * (in_mb + out_mb) * b / B_d       # activation traffic, inverse efficiency k_m
          + k_p[f] * param_mb / B_d                   # weight traffic (batch-independent)
          + fixed_ms[d][f]                            # per-kernel fixed cost (launch) on d
@@ -20,8 +20,11 @@ depend on the host CPU and the driver, not on the GPU's data sheet). Features ar
 :mod:`onnxsplit.cost.features` at batch 1 (the family sums of :class:`onnxsplit.cost.fit.Sample`);
 activation features and FLOPs scale with the batch, parameters do not.
 
-Fitting (:func:`fit_transfer`) is weighted non-negative least squares on the relative error, like
-:func:`onnxsplit.cost.fit.fit_samples`. :func:`leave_one_device_out` measures what matters for an
+Fitting (:func:`fit_transfer`) is bounded least squares on the relative error (scipy ``lsq_linear``,
+BVLS) with physical bounds: a Conv/Gemm/MatMul family never beats the peak (``k_c >= 1``), a
+family that touches its data never beats the bandwidth (``k_m >= 1``), everything else ``>= 0``; a
+feature that never exceeds its resolution in the data (:data:`onnxsplit.cost.fit.MIN_FEATURE_RANGE`)
+gets 0. :func:`leave_one_device_out` measures what matters for an
 unmeasured target: each device in turn is predicted by a law fitted on the *other* devices, from
 its data sheet alone, its fixed costs being the mean of the others' (nothing of it is fitted).
 
