@@ -815,6 +815,18 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     from onnxsplit.cost.transfer import DeviceSpec, fit_transfer, leave_one_device_out, transferred_cost_model
     from onnxsplit.targets import PRECISIONS, load_target
 
+    from onnxsplit.targets import TargetError
+
+    try:  # bad --targets: one line, before minutes of work
+        targets = [load_target(name) for name in args.targets]
+    except TargetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    no_gpu = [t.name for t in targets if not set(TRANSFER_RUNTIMES) & set(t.runtimes)]
+    if no_gpu:
+        print(f"error: target(s) {', '.join(no_gpu)} offer none of the runtimes {', '.join(TRANSFER_RUNTIMES)}; "
+              "the transfer is for GPU targets", file=sys.stderr)
+        return 2
     t0 = time.perf_counter()
     specs = {g: DeviceSpec(g, peak, bw) for g, (_, peak, bw) in HELP_GPUS.items()}
     rows, kernels, counts = transfer_dataset(args.samples, args.seed)
@@ -878,8 +890,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
         print("\n(dry run: nothing written)")
         return 0
     written = 0
-    for name in args.targets:
-        target = load_target(name)
+    for target in targets:
         for runtime in TRANSFER_RUNTIMES:
             if runtime not in target.runtimes:
                 continue
