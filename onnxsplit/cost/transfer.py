@@ -149,15 +149,24 @@ class TransferLaw:
             k = self.efficiency_inverse.get(fam)
             if k is None:
                 raise FitError(f"family '{fam}' has no transferred law (fitted: {', '.join(self.families)})")
-            t += k["compute"] * v["mflops"] * batch / spec.peak_gflops
-            t += k["activation_bytes"] * (v["in_mb"] + v["out_mb"]) * batch / spec.bandwidth_gbps
-            t += k["param_bytes"] * v["param_mb"] / spec.bandwidth_gbps
+            t += sum(k[term] * x for term, x in zip(_TERMS, _scaled_terms(v, batch, spec)))
             t += fixed.get(fam, 0.0) * v["one"]
         return float(t)
 
     def to_json(self) -> dict[str, Any]:
         return {"efficiency_inverse": self.efficiency_inverse, "fixed_ms": self.fixed_ms,
                 "overhead_ms": self.overhead_ms}
+
+
+def _raw_terms(v: Mapping[str, float]) -> tuple[float, float, float]:
+    """A family's batch-1 (MFLOP, activation MB, weight MB): what the three inverse efficiencies multiply."""
+    return v["mflops"], v["in_mb"] + v["out_mb"], v["param_mb"]
+
+
+def _scaled_terms(v: Mapping[str, float], batch: int, spec: DeviceSpec) -> tuple[float, float, float]:
+    """:func:`_raw_terms` at ``batch`` on ``spec``, in ms at 100 % efficiency (weights do not scale with the batch)."""
+    mflops, act_mb, param_mb = _raw_terms(v)
+    return mflops * batch / spec.peak_gflops, act_mb * batch / spec.bandwidth_gbps, param_mb / spec.bandwidth_gbps
 
 
 def _design(samples: Sequence[TransferSample], fams: list[str], devices: list[str],
@@ -171,9 +180,7 @@ def _design(samples: Sequence[TransferSample], fams: list[str], devices: list[st
         d = di[s.device]
         for fam, v in s.family_features.items():
             j = fi[fam]
-            A[i, 3 * j] = v["mflops"] * s.batch / sp.peak_gflops
-            A[i, 3 * j + 1] = (v["in_mb"] + v["out_mb"]) * s.batch / sp.bandwidth_gbps
-            A[i, 3 * j + 2] = v["param_mb"] / sp.bandwidth_gbps
+            A[i, 3 * j:3 * j + 3] = _scaled_terms(v, s.batch, sp)
             A[i, 3 * nf + d * nf + j] = v["one"]
         A[i, 3 * nf + nf * nd + d] = 1.0
     return A
@@ -212,18 +219,14 @@ def fit_transfer(samples: Sequence[TransferSample], specs: Mapping[str, DeviceSp
         lower[3 * j] = 1.0 if f in COMPUTE_BOUND_FAMILIES else 0.0
         lower[3 * j + 1] = 0.0 if f in NO_TRAFFIC_FAMILIES else 1.0
     # a feature that never exceeds its resolution (e.g. the 4-byte scalar of a Mul) is not identifiable
-    feats = [(j, t) for j in range(nf) for t in range(3)]
-    raw_max = {}
+    raw_max = np.zeros(3 * nf)
     for s in samples:
         for fam, v in s.family_features.items():
             j = fams.index(fam)
-            for t, val in enumerate((v["mflops"], v["in_mb"] + v["out_mb"], v["param_mb"])):
-                raw_max[(j, t)] = max(raw_max.get((j, t), 0.0), val)
-    res = {0: MIN_FEATURE_RANGE["mflops"], 1: MIN_FEATURE_RANGE["in_mb"], 2: MIN_FEATURE_RANGE["param_mb"]}
+            raw_max[3 * j:3 * j + 3] = np.maximum(raw_max[3 * j:3 * j + 3], _raw_terms(v))
+    resolution = np.tile([MIN_FEATURE_RANGE["mflops"], MIN_FEATURE_RANGE["in_mb"], MIN_FEATURE_RANGE["param_mb"]], nf)
     active = np.linalg.norm(X, axis=0) > 1e-12
-    for j, t in feats:
-        if raw_max.get((j, t), 0.0) <= res[t]:
-            active[3 * j + t] = False
+    active[:3 * nf] &= raw_max > resolution
     lower[~active] = 0.0
     A = X[:, active] / y[:, None]
     norms = np.linalg.norm(A, axis=0)
@@ -237,7 +240,6 @@ def fit_transfer(samples: Sequence[TransferSample], specs: Mapping[str, DeviceSp
     sol = np.maximum(lsq_linear(As, b, bounds=(lo, np.full(len(lo), np.inf)), method="bvls").x, lo)  # -1e-19 -> 0
     coef = np.zeros(X.shape[1])
     coef[active] = sol / norms
-    nf, nd = len(fams), len(devices)
     eff = {f: {t: float(coef[3 * j + i]) for i, t in enumerate(_TERMS)} for j, f in enumerate(fams)}
     fixed = {d: {f: float(coef[3 * nf + di * nf + j]) for j, f in enumerate(fams)} for di, d in enumerate(devices)}
     overhead = {d: float(coef[3 * nf + nf * nd + di]) for di, d in enumerate(devices)}
