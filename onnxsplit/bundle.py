@@ -27,7 +27,10 @@ MANIFEST_SCHEMA = "onnxsplit.manifest/1"
 
 @contextlib.contextmanager
 def atomic_output_dir(out: str | os.PathLike[str], *, force: bool = False) -> Iterator[Path]:
-    """Yield a temporary folder that becomes ``out`` when the block finishes without error."""
+    """Yield a temporary folder that becomes ``out`` when the block finishes without error.
+
+    The folder gets the permissions a plain ``mkdir`` would give (0777 minus the umask), not
+    ``mkdtemp``'s 0700, so a server running as another user can read the bundle."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OnnxSplitError(f"output path {out} exists and is not a folder; choose another -o")
@@ -35,6 +38,9 @@ def atomic_output_dir(out: str | os.PathLike[str], *, force: bool = False) -> It
         raise OnnxSplitError(f"output folder {out} already exists and is not empty; pass --force to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
     try:
         yield tmp
     except BaseException:

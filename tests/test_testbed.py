@@ -312,3 +312,29 @@ def test_bench_e2e_oracle_within_budget_skips_broken_int8_plans():
     assert best_measured(plans, med, 1.0, within_budget_only=True) == 2
     assert best_measured(plans, med, 100.0, within_budget_only=True) == 3  # unchecked plans stay candidates
     assert best_measured([plans[0], plans[1]], med, 1.0, within_budget_only=True) == 0
+
+
+def test_sigterm_tears_the_testbed_down():
+    """``kill PID`` of a benchmark in the middle of a run leaves no namespace or cgroup behind."""
+    netns = _netns()
+    reason = netns.available()
+    if reason:
+        pytest.skip(reason)
+    code = ("import json, sys, time\n"
+            "from tools.testbed.netns import Testbed\n"
+            "with Testbed(tag='k', edge_cpus='0', edge_quota=0.5) as tb:\n"
+            "    print(json.dumps({'ns': [tb.cloud_ns, tb.edge_ns], 'cgroup': str(tb.cgroup) if tb.cgroup else None}), flush=True)\n"
+            "    time.sleep(60)\n")
+    p = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        info = json.loads(p.stdout.readline())
+        names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert all(ns in names for ns in info["ns"])
+        p.terminate()
+        assert p.wait(timeout=30) == 143
+    finally:
+        if p.poll() is None:
+            p.kill()
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert not any(ns in names for ns in info["ns"]), names
+    assert info["cgroup"] is None or not Path(info["cgroup"]).exists()

@@ -178,6 +178,7 @@ class Testbed:
         if reason:
             raise RuntimeError(f"cannot build the testbed: {reason}")
         atexit.register(self.close)
+        self._on_sigterm()
         try:
             self._up = True
             _run(["ip", "netns", "add", self.cloud_ns])
@@ -197,6 +198,21 @@ class Testbed:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _on_sigterm(self) -> None:
+        """``kill PID`` (SIGTERM) would end the process without ``finally`` blocks or atexit
+        handlers and leave the namespaces, the cgroup and the qdiscs behind; turn it into
+        ``SystemExit(143)`` so the teardown runs (main thread only, and only where nobody else
+        installed a handler). :meth:`close` restores the previous handler."""
+        import signal
+        import threading
+
+        self._old_sigterm = None
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            def stop(signum, frame):  # noqa: ANN001, ARG001
+                raise SystemExit(128 + signum)
+
+            self._old_sigterm = signal.signal(signal.SIGTERM, stop)
 
     def alive(self) -> bool:
         names = _run(["ip", "netns", "list"], check=False).stdout
@@ -234,6 +250,13 @@ class Testbed:
             atexit.unregister(self.close)
         except Exception:  # noqa: BLE001
             pass
+        if getattr(self, "_old_sigterm", None) is not None:
+            import signal
+            import threading
+
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, self._old_sigterm)
+            self._old_sigterm = None
 
     # ------------------------------------------------------------------ CPU limit
     def _setup_cpu(self) -> None:
