@@ -650,12 +650,14 @@ def build_parser() -> argparse.ArgumentParser:
     from .compile.pipeline import register as register_compile
     from .cost.cli import register as register_cost
     from .compile.tune import register as register_tune
+    from .plan_timing import register as register_plan_timing
     from .runtime.cli import register as register_runtime
 
     register_compile(sub)
     register_tune(sub)
     register_runtime(sub)
     register_cost(sub)
+    register_plan_timing(sub)
     return parser
 
 

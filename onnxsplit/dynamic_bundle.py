@@ -189,6 +189,13 @@ def write_dynamic_bundle(
     from .verify import check_split
 
     node_names = [n.name for n in graph.compute_nodes]
+    out_producer = {o: graph.tensors[o].producer for o in graph.outputs if o in graph.tensors}
+
+    def downlink_bytes(edge_names: Sequence[str]) -> int:
+        """Bytes of the graph outputs the cloud half sends back (produced by a cloud node)."""
+        edge = set(edge_names)
+        return int(sum(graph.tensors[o].nbytes or 0 for o, prod in out_producer.items() if prod is not None and prod not in edge))
+
     plans = distinct_plans(table, node_names)
     keys = {frozenset(p) for p in plans}
     for extra in extra_plans:
@@ -232,8 +239,8 @@ def write_dynamic_bundle(
             entry = {
                 "id": k, "path": f"plans/{k}", "kind": plan_kind(len(edge_names), len(node_names)),
                 "precision": "fp32", "edge_nodes": len(edge_names), "cloud_nodes": len(node_names) - len(edge_names),
-                "uplink_bytes": parts.boundary_nbytes, "size_bytes": size,
-                "edge_node_names": list(edge_names),
+                "uplink_bytes": parts.boundary_nbytes, "downlink_bytes": downlink_bytes(edge_names), "size_bytes": size,
+                "policy_candidate": True, "edge_node_names": list(edge_names),
             }
             if predicted is not None:
                 entry["predicted_ms"] = plan_latencies(predicted[0], predicted[1], edge_names, table.bandwidths_mbps)
@@ -245,7 +252,8 @@ def write_dynamic_bundle(
                 "id": k, "path": f"plans/{k}", "kind": plan_kind(len(qs.edge_nodes), len(node_names)),
                 "precision": qs.edge_precision, "label": label,
                 "edge_nodes": len(qs.edge_nodes), "cloud_nodes": len(node_names) - len(qs.edge_nodes),
-                "uplink_bytes": int(qs.wire_nbytes), "size_bytes": size,
+                "uplink_bytes": int(qs.wire_nbytes), "downlink_bytes": downlink_bytes(qs.edge_nodes), "size_bytes": size,
+                "policy_candidate": bool(quantized_policy and (qblock or {}).get("within_budget") is True),
                 "edge_node_names": list(qs.edge_nodes),
             }
             if qpred is not None:
@@ -278,6 +286,7 @@ def write_dynamic_bundle(
             "plans": entries,
             "policy": "policy.json",
             "settings": settings or {},
+            **({"link": _link_block(predicted[1])} if predicted is not None else {}),
             "total_size_bytes": disk_usage(tmp),
             "plans_size_bytes": sum(e["size_bytes"] for e in entries),
             "weights": {"file": SharedWeights.FILE, "nbytes": weights.nbytes, "tensors": len(weights.index),
@@ -287,6 +296,12 @@ def write_dynamic_bundle(
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
+
+
+def _link_block(link: Any) -> dict:
+    """What the measured policy (:mod:`onnxsplit.plan_timing`) needs of the link model."""
+    return {"rtt_ms": float(link.rtt_ms), "per_request_ms": float(link.per_request_ms),
+            "downlink_over_uplink": float(link.downlink_mbps) / float(link.uplink_mbps)}
 
 
 def policy_from_predictions(entries: Sequence[dict], grid: Sequence[float]) -> list[dict]:

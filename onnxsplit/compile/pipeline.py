@@ -240,4 +240,6 @@ def _compile_dynamic(args: argparse.Namespace, graph, edge_t, cloud_t, rtt: floa
           f"{fmt_bytes(manifest['plans_size_bytes'])}; weights.bin {fmt_bytes(w['nbytes'])} "
           f"{'hard-linked into' if w['hard_linked'] else 'copied into'} {w['references']} half folders)")
     print(f"serve every plan: onnxsplit serve {args.output}   edge: onnxsplit.dynamic.DynamicRunner")
+    print(f"policy from measured plans: onnxsplit measure-plans {args.output} --side edge -o edge.json (on the edge), "
+          f"--side cloud -o cloud.json (on the server), then onnxsplit policy {args.output} --timings edge.json cloud.json")
     return 0
