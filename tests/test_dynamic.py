@@ -609,10 +609,17 @@ def test_bench_e2e_tiny_run(tmp_path):
                        capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((out / "results.json").read_text())
-    for method in ("all-edge", "all-cloud", "chain", "mincut", "mincut+int8", "onnxsplit", "dynamic", "oracle"):
+    for method in ("all-edge", "all-cloud", "chain", "mincut", "mincut+int8", "onnxsplit", "onnxsplit measured",
+                   "dynamic", "oracle"):
         assert set(res["summary"][method]) == {"2", "200"}, method
     assert set(res["trace"]) == {str(p["id"]) for p in res["plans"]} | {"dynamic"}
     assert all(len(t["lat"]) >= 1 for t in res["trace"].values())
     assert any(p["precision"] == "int8" for p in res["plans"])
     assert res["calibration"]["edge_factor"] > 0 and res["calibration"]["per_request_ms"] > 0
     assert "onnxsplit / oracle" in (out / "table.md").read_text()
+    # the plans' halves were timed in their namespaces and the bundle's policy recomputed from them
+    half = res["plan_timings"]["half_ms"]
+    assert set(half) == {str(p["id"]) for p in res["plans"]}
+    assert all(v["edge_ms"] > 0 for k, v in half.items() if res["plans"][int(k)]["kind"] != "all-cloud")
+    assert json.loads((out / "bundle" / "policy.json").read_text())["measured"]["edge"]["file"] == "timings_edge.json"
+    assert set(res["measured_over_oracle"]) == {"2", "200"}

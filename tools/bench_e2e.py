@@ -29,8 +29,27 @@ Root only (network namespaces, tc; see tools/testbed/netns.py). Steps:
    are part of the dynamic policy (at each grid bandwidth the lowest predicted latency among the fp32
    sweep's plans and the int8 plans, which already met the accuracy budget or are the post-hoc
    baseline; see :func:`onnxsplit.dynamic_bundle.policy_from_predictions`).
+   **Measured plans** (``--measure-plans``, default on): ``onnxsplit measure-plans`` times every
+   plan's edge half in the edge namespace and its cloud half in the cloud namespace (1 thread,
+   round-robin over the plans, ``--measure-repeats`` rounds; on the edge blocks of 3 timed runs per
+   plan after an untimed one, and an idle gap of one CFS period before each run of a plan with a
+   cloud half, as its network wait gives in service: the quota-throttled edge's speed depends on
+   what ran just before), and
+   the bundle's policy is recomputed
+   from those timings + the link model (:mod:`onnxsplit.plan_timing`), as a deployment would do
+   on its devices before serving. ``onnxsplit measured`` is the candidate (fp32 plans and int8
+   plans within the accuracy budget) with the lowest such latency at each bandwidth; the dynamic
+   runner uses the recomputed policy.
 4. **Static cells**: at each bandwidth each candidate plan is forced for ``--requests`` requests
-   (1 warm-up; at most ``--budget-s`` seconds, at least 3 requests), then the dynamic runner
+   back to back, as a static deployment of that plan would run, in ``--passes`` blocks (default 3)
+   that cycle over the plans: block = 1 warm-up request (discarded) + ``requests / passes``
+   requests, at most ``budget-s / passes`` seconds, at least 1 request. The blocks spread every
+   plan's samples over the same minutes, so a slow spell of this VM's throttled edge core (the
+   same int8 all-edge plan measured 40-60 ms in different cells of one run) is shared by all plans
+   instead of landing on whichever plan was being measured. (Interleaving the plans request by request was tried and
+   dropped: under the CFS quota a CPU-bound request that follows one waiting on the network runs
+   faster, e.g. the int8 all-edge plan measured 17-31 ms interleaved vs ~40 ms back to back.)
+   Before them, the dynamic runner
    (bandwidth estimator + policy table) is measured; it lives across bandwidths, so each change
    happens mid-run with a stale estimate at first. The **measured oracle** is the best measured
    candidate per bandwidth; ``onnxsplit / oracle`` is printed per bandwidth (goal: <= 1.05). The
@@ -223,7 +242,7 @@ def worker(args: argparse.Namespace) -> int:
                     plans.append(r.plan)
                     ests.append(r.estimate_mbps)
                     fb += int(r.fallback)
-                    if len(lat) >= 3 and time.monotonic() > budget_end:
+                    if len(lat) >= int(cmd.get("min_n", 3)) and time.monotonic() > budget_end:
                         break
         print(json.dumps({"lat": lat, "plans": plans, "est": ests, "t": ts, "fallbacks": fb}), flush=True)
     return 0
@@ -301,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bandwidths", default="1,5,20,100,1000mbps")
     ap.add_argument("--requests", type=int, default=20)
     ap.add_argument("--budget-s", type=float, default=8.0, help="max seconds per (plan, bandwidth) cell (>= 3 requests)")
+    ap.add_argument("--passes", type=int, default=3,
+                    help="measure each cell in this many blocks, cycling over the plans (default 3; 1 = one block per plan)")
     ap.add_argument("--input-shape", action="append", default=[])
     ap.add_argument("--edge-quota", type=float, default=0.1,
                     help="edge CPU quota in CPUs (cgroup, period 1 ms / quota), on core 0; default 0.1 (10x slower edge)")
@@ -316,6 +337,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="random loss of edge->cloud packets in percent, e.g. 1 or 1%% (iptables statistic drop; "
                          "needs the iptables package), in every measured cell and the trace, not in the calibration")
     ap.add_argument("--candidates", default="all", choices=["all", "bottlenecks"])
+    ap.add_argument("--measure-plans", action=argparse.BooleanOptionalAction, default=True,
+                    help="time every plan's halves on each side (onnxsplit measure-plans) and recompute the policy "
+                         "from them (the 'onnxsplit measured' row; dynamic then uses that policy); default on")
+    ap.add_argument("--measure-repeats", type=int, default=10, help="rounds of measure-plans per side (default 10)")
     ap.add_argument("--trace", default="",
                     help="bandwidth schedule MBPS:SECONDS[:LOSS%%],... run for every plan and dynamic; "
                          "a step's LOSS (edge->cloud, e.g. 1000:6:0,1:6:5%%) overrides --loss")
@@ -357,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     losses = trace_losses(args.trace, args.loss) if args.trace else []  # per trace step, in percent
     if not 0 < args.edge_quota <= 1:
         ap.error("--edge-quota must be in (0, 1]")
+    if args.passes < 1 or args.requests < args.passes:
+        ap.error("--passes must be >= 1 and at most --requests")
 
     import onnx
 
@@ -389,6 +416,8 @@ def main(argv: list[str] | None = None) -> int:
         results["calibration"] = calib
         plans, res, picks, preds = build_plans(args, graph, bws, calib, out)
         results["plans"] = plans
+        if args.measure_plans:
+            picks["onnxsplit measured"], results["plan_timings"] = measure_plans(args, tb, out / "bundle", env_cmd, work, bws)
         results["picks"] = {m: {f"{bw:g}": k for bw, k in d.items()} for m, d in picks.items()}
         srv = tb.spawn_cloud(env_cmd + me + ["--serve", "--bundle", str(out / "bundle"), "--host", tb.cloud_ip, "--port", "9000"],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -416,8 +445,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n== {bw:g} Mbit/s ({mode})", flush=True)
             d = ask({"cmd": "dynamic", "n": args.requests, "warmup": 0, "budget_s": args.budget_s, "min_s": 1.5})
             results["dynamic"][f"{bw:g}"] = d
+            per_pass = -(-args.requests // args.passes)
+            cells = {p["id"]: {"lat": [], "plans": [], "est": [], "t": [], "fallbacks": 0, "pass": []} for p in plans}
+            for i in range(args.passes):  # each plan back to back in a block; the blocks cycle over the plans
+                for p in plans:
+                    r = ask({"cmd": "fixed", "plan": p["id"], "n": per_pass, "budget_s": args.budget_s / args.passes,
+                             "min_n": 1})
+                    c = cells[p["id"]]
+                    for key in ("lat", "plans", "est", "t"):
+                        c[key] += r[key]
+                    c["fallbacks"] += r["fallbacks"]
+                    c["pass"] += [i] * len(r["lat"])
             for p in plans:
-                r = ask({"cmd": "fixed", "plan": p["id"], "n": args.requests, "budget_s": args.budget_s})
+                r = cells[p["id"]]
                 results["cells"][f"{p['id']}@{bw:g}"] = r
                 print(f"  plan {p['id']:2d} {p.get('label', p['kind']):>14s}: median {pct(r['lat'], 50):9.2f} ms  "
                       f"p95 {pct(r['lat'], 95):9.2f}  predicted {preds[p['id']][bw]:9.2f}  n={len(r['lat'])}", flush=True)
@@ -492,6 +532,38 @@ def calibrate(args, graph, tb, work: Path, env_cmd: list[str], me: list[str]) ->
     cal["per_request_p95_ms"] = r["p95_ms"]
     print("calibration: " + ", ".join(f"{k} {v:.3g}" for k, v in cal.items() if isinstance(v, float)), flush=True)
     return cal
+
+
+def measure_plans(args, tb, bundle: Path, env_cmd: list[str], work: Path, bws: list[float]):  # noqa: ANN001, ANN201
+    """Time every plan's edge half in the edge namespace and cloud half in the cloud namespace
+    (``onnxsplit measure-plans``, round-robin, 1 thread), rewrite the bundle's policy from those
+    timings (``onnxsplit.plan_timing.apply_plan_timings``: what the dynamic runner then uses), and
+    return (the static measured choice per bandwidth, the timings summary)."""
+    from onnxsplit.plan_timing import apply_plan_timings, load_plan_timings, measured_latencies
+
+    files = {}
+    for side, run in (("edge", tb.exec_edge), ("cloud", tb.exec_cloud)):
+        files[side] = work / f"timings_{side}.json"
+        gap = (["--gap-ms", f"{tb.edge_period_us / 1e3:g}", "--block", "3"]
+               if side == "edge" and tb.cpu_mode != "none" else [])
+        run(env_cmd + [sys.executable, "-m", "onnxsplit", "measure-plans", str(bundle), "--side", side, "--threads", "1",
+                       "--repeats", str(args.measure_repeats), "--min-s", "5", *gap, "-o", str(files[side])],
+            capture=True, timeout=1800)
+    apply_plan_timings(bundle, files["edge"], files["cloud"])
+    from onnxsplit.dynamic_bundle import load_dynamic_bundle
+
+    man = load_dynamic_bundle(bundle).manifest
+    edge, cloud = (load_plan_timings(files[s]) for s in ("edge", "cloud"))
+    lat = measured_latencies(man, edge, cloud, bws)
+    up = {int(p["id"]): int(p["uplink_bytes"]) for p in man["plans"]}
+    pick = {bw: min(lat, key=lambda k: (lat[k][f"{bw:g}"], up[k], k)) for bw in bws}
+    half = {k: {"edge_ms": edge["plans"][str(k)]["median_ms"], "cloud_ms": cloud["plans"][str(k)]["median_ms"]}
+            for k in sorted(int(x) for x in edge["plans"])}
+    print("measured halves (median ms, edge / cloud): "
+          + ", ".join(f"plan {k} {v['edge_ms']:.1f} / {v['cloud_ms']:.1f}" for k, v in half.items()), flush=True)
+    print("onnxsplit measured picks: " + ", ".join(f"{bw:g} Mbit/s -> plan {k}" for bw, k in pick.items()), flush=True)
+    return pick, {"half_ms": half, "latency_ms": {str(k): v for k, v in lat.items()},
+                  "edge_rounds": edge["rounds"], "cloud_rounds": cloud["rounds"]}
 
 
 def build_plans(args, graph, bws: list[float], cal: dict, out: Path):  # noqa: ANN001, ANN201
@@ -661,6 +733,10 @@ def report(args, results: dict, plans: list[dict], picks: dict, preds: dict, bws
         lines.append(f"| {m} | " + " | ".join(row) + " |")
     ratio = {bw: summary[chosen][bw][0] / summary["oracle"][bw][0] for bw in bws}
     lines.append(f"| {chosen} / oracle | " + " | ".join(f"{ratio[bw]:.2f}" for bw in bws) + " |")
+    if "onnxsplit measured" in summary:
+        ratio_m = {bw: summary["onnxsplit measured"][bw][0] / summary["oracle"][bw][0] for bw in bws}
+        lines.append("| onnxsplit measured / oracle | " + " | ".join(f"{ratio_m[bw]:.2f}" for bw in bws) + " |")
+        results["measured_over_oracle"] = {f"{bw:g}": r for bw, r in ratio_m.items()}
     if over_budget:  # int8 plans whose outputs broke the accuracy budget are no fair target
         ratio_b = {bw: summary[chosen][bw][0] / summary["oracle within budget"][bw][0] for bw in bws}
         lines.append(f"| {chosen} / oracle within budget | " + " | ".join(f"{ratio_b[bw]:.2f}" for bw in bws) + " |")
