@@ -19,7 +19,8 @@ Contract:
   per_request`` (the last four only when the plan has a cloud half), with the link parameters the
   bundle was compiled with (manifest ``link``) unless others are given.
 * :func:`apply_plan_timings` rewrites ``OUT/policy.json`` (atomically) with batch-1 rows chosen
-  from those latencies among the plans marked ``policy_candidate`` (fp32 plans, and int8 plans
+  from those latencies (at the grid bandwidths; a switch between two grid points is moved to the
+  exact crossing of the two plans' latencies) among the plans marked ``policy_candidate`` (fp32 plans, and int8 plans
   that met their accuracy budget); rows for other batch sizes are kept; the predicted rows are
   kept as ``rows_predicted``. ``DynamicRunner`` then uses the measured policy as it is.
 
@@ -45,7 +46,7 @@ from .errors import UsageError
 SCHEMA = "onnxsplit.plan-timings/1"
 SIDES = ("edge", "cloud")
 
-__all__ = ["SCHEMA", "time_plans", "load_plan_timings", "measured_latencies", "measured_policy_rows",
+__all__ = ["SCHEMA", "time_plans", "load_plan_timings", "measured_terms", "measured_latencies", "measured_policy_rows",
            "apply_plan_timings", "manifest_digest"]
 
 
@@ -204,17 +205,18 @@ def load_plan_timings(path: str | Path, *, side: str | None = None, bundle: str 
     return doc
 
 
-def measured_latencies(manifest: dict, edge: Mapping, cloud: Mapping, grid: list[float], *,
-                       link: Mapping | None = None, stat: str = "median_ms") -> dict[int, dict[str, float]]:
-    """Each policy-candidate plan's latency (ms) at every grid bandwidth (keys ``f"{bw:g}"``) from
-    measured half timings (``edge``/``cloud``: timing documents) and the link model."""
+def measured_terms(manifest: dict, edge: Mapping, cloud: Mapping, *, link: Mapping | None = None,
+                   stat: str = "median_ms") -> dict[int, tuple[float, float]]:
+    """Each policy-candidate plan's latency as ``a + b / bandwidth_mbps`` (ms): ``a`` = measured edge
+    half + cloud half (+ RTT + per-request cost when the plan has a cloud half), ``b`` = its
+    uplink bytes and downlink bytes (over the down/up bandwidth ratio) in ms x Mbit/s."""
     lk = dict(link if link is not None else manifest.get("link") or {})
     if not lk:
         raise UsageError("the bundle's manifest has no 'link' (written before onnxsplit recorded it): "
                          "pass the link (rtt_ms, per_request_ms) or recompile the bundle")
     rtt, per_req = float(lk.get("rtt_ms", 0.0)), float(lk.get("per_request_ms", 0.0))
     ratio = float(lk.get("downlink_over_uplink", 1.0))
-    out: dict[int, dict[str, float]] = {}
+    out: dict[int, tuple[float, float]] = {}
     for p in manifest["plans"]:
         if not p.get("policy_candidate", p.get("precision") == "fp32"):
             continue
@@ -225,25 +227,48 @@ def measured_latencies(manifest: dict, edge: Mapping, cloud: Mapping, grid: list
             if t is None:
                 raise UsageError(f"the {side} timings have no plan {k}; time every plan (onnxsplit measure-plans without --plans)")
             halves[side] = float(t[stat])
-        has_cloud = p["kind"] != "all-edge"
-        up, down = int(p["uplink_bytes"]), int(p.get("downlink_bytes", 0))
-        out[k] = {}
-        for bw in grid:
-            net = (up * 8.0 / (bw * 1e3) + down * 8.0 / (bw * ratio * 1e3) + rtt + per_req) if has_cloud else 0.0
-            out[k][f"{bw:g}"] = halves["edge"] + halves["cloud"] + net
+        if p["kind"] == "all-edge":
+            out[k] = (halves["edge"] + halves["cloud"], 0.0)
+        else:
+            up, down = int(p["uplink_bytes"]), int(p.get("downlink_bytes", 0))
+            out[k] = (halves["edge"] + halves["cloud"] + rtt + per_req, (up + down / ratio) * 8.0 / 1e3)
     if not out:
         raise UsageError("no plan of the bundle is a policy candidate")
     return out
 
 
-def measured_policy_rows(manifest: dict, grid: list[float], lat: dict[int, dict[str, float]]) -> list[dict]:
+def measured_latencies(manifest: dict, edge: Mapping, cloud: Mapping, grid: list[float], *,
+                       link: Mapping | None = None, stat: str = "median_ms") -> dict[int, dict[str, float]]:
+    """Each policy-candidate plan's latency (ms) at every grid bandwidth (keys ``f"{bw:g}"``) from
+    measured half timings (``edge``/``cloud``: timing documents) and the link model
+    (:func:`measured_terms`)."""
+    terms = measured_terms(manifest, edge, cloud, link=link, stat=stat)
+    return {k: {f"{bw:g}": a + b / bw for bw in grid} for k, (a, b) in terms.items()}
+
+
+def measured_policy_rows(manifest: dict, grid: list[float], lat: dict[int, dict[str, float]],
+                         terms: Mapping[int, tuple[float, float]] | None = None) -> list[dict]:
     """Batch-1 policy rows: at each grid bandwidth the lowest measured-latency plan (ties: fewer
-    uplink bytes, then lower id), as :func:`onnxsplit.dynamic_bundle.policy_from_predictions`."""
+    uplink bytes, then lower id), as :func:`onnxsplit.dynamic_bundle.policy_from_predictions`.
+    With ``terms`` (:func:`measured_terms`), a switch between two grid points moves to the exact
+    bandwidth where the two plans' latencies cross, instead of the grid point after it."""
     from .dynamic_bundle import policy_from_predictions
 
     entries = [{"id": int(p["id"]), "uplink_bytes": int(p["uplink_bytes"]), "predicted_ms": lat[int(p["id"])]}
                for p in manifest["plans"] if int(p["id"]) in lat]
-    return policy_from_predictions(entries, grid)
+    rows = policy_from_predictions(entries, grid)
+    if terms:
+        g = sorted(float(x) for x in grid)
+        for prev, row in zip(rows, rows[1:]):
+            (a0, b0), (a1, b1) = terms[prev["plan"]], terms[row["plan"]]
+            at = g.index(row["from_mbps"])
+            if at == 0 or a0 <= a1:  # the new plan must be the one with the lower fixed part
+                continue
+            x = (b1 - b0) / (a0 - a1)
+            if g[at - 1] < x < row["from_mbps"]:
+                prev["to_mbps"] = row["from_mbps"] = float(x)
+                row["predicted_ms"] = float(a1 + b1 / x)
+    return rows
 
 
 def apply_plan_timings(bundle: str | Path, edge_file: str | Path, cloud_file: str | Path, *,
@@ -259,8 +284,9 @@ def apply_plan_timings(bundle: str | Path, edge_file: str | Path, cloud_file: st
     ppath = root / dyn.manifest.get("policy", "policy.json")
     policy = json.loads(ppath.read_text())
     grid = [float(g) for g in policy["table"]["bandwidths_mbps"]]
-    lat = measured_latencies(dyn.manifest, edge, cloud, grid, link=link)
-    rows = measured_policy_rows(dyn.manifest, grid, lat)
+    terms = measured_terms(dyn.manifest, edge, cloud, link=link)
+    lat = {k: {f"{bw:g}": a + b / bw for bw in grid} for k, (a, b) in terms.items()}
+    rows = measured_policy_rows(dyn.manifest, grid, lat, terms)
     predicted = policy.get("rows_predicted", policy["rows"])
     policy["rows_predicted"] = predicted
     policy["rows"] = rows + [r for r in predicted if int(r["batch_size"]) != 1]

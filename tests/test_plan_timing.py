@@ -114,6 +114,18 @@ def test_measured_policy_picks_the_lowest_measured_latency(dyn):
     expect = 0.02 + (p["uplink_bytes"] + p["downlink_bytes"]) * 8 / (10.0 * 1e3) + link["rtt_ms"] + link["per_request_ms"]
     assert lat[mid[0]]["10"] == pytest.approx(expect)
     assert b2.lookup(0.1) == edge_id and b2.lookup(1e4) in mid
+    # each switch sits where the two plans' latencies cross (not at the next grid point)
+    from onnxsplit.plan_timing import measured_terms
+
+    terms = measured_terms(man, load_plan_timings(ef), load_plan_timings(cf))
+    rows = [r for r in b2.policy if r.batch_size == 1]
+    assert len(rows) >= 2
+    for prev, row in zip(rows, rows[1:]):
+        x = row.from_mbps
+        assert x not in grid  # tiny_cnn's crossings fall between grid points
+        (a0, b0), (a1, b1) = terms[prev.plan], terms[row.plan]
+        assert a0 + b0 / x == pytest.approx(a1 + b1 / x)
+        assert b2.lookup(x * 0.999) == prev.plan and b2.lookup(x * 1.001) == row.plan
     assert cloud_id not in {r.plan for r in b2.policy}
     assert policy["rows_predicted"] and policy["measured"]["half_ms"][str(edge_id)]["edge"] == 50.0
     # re-applying keeps the original predicted rows
