@@ -49,7 +49,12 @@ repeats). A probe body that arrived faster than the server could resolve is re-s
 ``probe_escalation`` (8) times larger, up to ``probe_max_bytes``, so one probe finds a link far
 faster than the estimate (on the testbed, 16 KB at 100 Mbit/s arrives within the token bucket's
 burst); a request (or a largest probe) that still is unresolvable counts as ``receiver_ramp`` (2)
-times the estimate. Requests moving fewer than ``min_bytes`` still only update the rtt minimum. ``probe()`` runs one synchronously (done on start when ``probe_on_start``). Thread-safe: the estimator is locked and
+times the estimate. The downlink is sampled on its receiver side too: when a response's binary
+outputs (at least ``min_bytes``) took at least ``downlink_min_ms`` (50) to arrive at the edge, their
+rate over the bundle's down/up bandwidth ratio is one more sample, taken after the request's
+uplink sample (a link that slows down while a request is in flight shows on its response first;
+shorter reads are not timed: an edge process can be descheduled for a scheduling period).
+Requests moving fewer than ``min_bytes`` still only update the rtt minimum. ``probe()`` runs one synchronously (done on start when ``probe_on_start``). Thread-safe: the estimator is locked and
 EdgeRunners are shareable between threads.
 """
 
@@ -188,7 +193,7 @@ class DynamicRunner:
                  cooldown_s: float = 5.0, probe_on_start: bool = True, probe_interval_s: float = 2.0,
                  force_plan: int | None = None, probe_target_ms: float = 8.0, probe_max_bytes: int = 1 << 20,
                  probe_headroom: float = 4.0, probe_repeats: int = 3, receiver_ramp: float = 2.0,
-                 probe_escalation: int = 8, **runner_kwargs: Any):
+                 probe_escalation: int = 8, downlink_min_ms: float = 50.0, **runner_kwargs: Any):
         from .runtime import EdgeRunner
 
         self.bundle = bundle if isinstance(bundle, DynamicBundle) else load_dynamic_bundle(bundle)
@@ -212,6 +217,8 @@ class DynamicRunner:
         if int(probe_escalation) < 2:
             raise UsageError("probe_escalation must be >= 2")
         self.probe_escalation = int(probe_escalation)
+        self.downlink_min_ms = float(downlink_min_ms)
+        self._down_ratio = float((self.bundle.manifest.get("link") or {}).get("downlink_over_uplink", 1.0))
         self._probe_endpoint = True  # until a server answers 404 to it
         self._down_until = 0.0
         self._probe_lock = threading.Lock()
@@ -380,6 +387,9 @@ class DynamicRunner:
                 else:
                     down = sum(int(res.outputs[n].nbytes) for n in cloud_out if n in res.outputs)
                     self.estimator.update(up + down, res.timings_ms.get("network", 0.0))
+                rx, rx_ms = srv.get("client_receive_bytes", 0.0), srv.get("client_receive_ms", 0.0)
+                if rx >= self.estimator.min_bytes and rx_ms >= self.downlink_min_ms:  # downlink, receiver side
+                    self.estimator.add_sample(8.0 * rx / (1000.0 * rx_ms) / self._down_ratio)
         timings["total"] = (time.perf_counter() - t0) * 1e3
         with self._count_lock:
             self.counts[k] = self.counts.get(k, 0) + 1

@@ -228,6 +228,7 @@ def _fake_dynamic(link, fail_plan=None):
     dr.counts = {k: 0 for k in dr.runners}
     dr._count_lock = threading.Lock()
     dr._base_batch = {"x": 1}
+    dr.downlink_min_ms, dr._down_ratio = 50.0, 1.0
     return dr
 
 
@@ -246,6 +247,26 @@ def test_dynamic_follows_bandwidth_changes():
     dr.infer({"x": x})
     assert dr.infer({"x": x}).plan == 0
     np.testing.assert_array_equal(r.outputs["y"], x * 2)
+
+
+def test_slow_response_collapses_the_estimate_at_once():
+    """The link drops while a request is in flight: its upload was fast, its response crawls back.
+    The response's receive time (receiver side, long enough to time) is a sample of its own."""
+    dr = _fake_dynamic({"mbps": 200.0})
+    x = np.ones((1, 3), np.float32)
+    runner = dr.runners[2]
+    slow = _FakeResult({"y": x * 2}, 400.0)
+    slow.server_timings_ms = {"client_receive_bytes": 100_000.0, "client_receive_ms": 800.0}  # 1 Mbit/s down
+    runner.infer = lambda feeds: slow
+    r = dr.infer({"x": x})
+    assert r.plan == 2 and dr.estimator.mbps == pytest.approx(1.0)
+    assert dr.infer({"x": x}).plan == 0  # the next request stays on the edge
+    dr.estimator._est = 200.0
+    fast = _FakeResult({"y": x * 2}, 4.0)  # a short read (< downlink_min_ms) is not timed: no sample from it
+    fast.server_timings_ms = {"client_receive_bytes": 100_000.0, "client_receive_ms": 10.0}
+    runner.infer = lambda feeds: fast
+    dr.infer({"x": x})
+    assert dr.estimator.mbps == pytest.approx(200.0, rel=1e-3)
 
 
 def test_dynamic_batch_size_picks_batch_row_and_slices():
@@ -367,6 +388,9 @@ def test_loopback_dynamic_runner_exact(tiny_dynamic):
             seen.add(r.plan)
             assert not r.fallback
             np.testing.assert_array_equal(r.outputs[next(iter(r.outputs))], ref)
+            if r.results[0].attempts:  # the client timed its own receipt of the binary outputs (downlink samples)
+                srv = r.results[0].server_timings_ms
+                assert srv["client_receive_bytes"] == ref.nbytes and srv["client_receive_ms"] >= 0
         assert len(seen) >= 2
         assert dr.estimator.samples + (1 if dr.estimator._rtt_min is not None else 0) >= 1
         # the cloud of one plan dies: requests still succeed, bit-identical

@@ -367,6 +367,7 @@ class EdgeRunner:
         reused = getattr(conn, "reused", False)
         got_answer = False
         io = 0.0
+        rx = 0  # bytes of the binary output tensors, read in ``io`` seconds (a downlink sample)
         try:
             t_send = time.perf_counter()
             conn.putrequest("POST", self._infer_path)  # (adds Accept-Encoding: identity)
@@ -391,10 +392,11 @@ class EdgeRunner:
                 raise RemoteError(f"{self.server_url} answered {resp.status}: {msg}", resp.status)
 
             def readinto(view: memoryview) -> int:
-                nonlocal io
+                nonlocal io, rx
                 t = time.perf_counter()
                 n = resp.readinto(view)
                 io += time.perf_counter() - t
+                rx += n or 0
                 return n
 
             hl = resp.getheader(HEADER_LENGTH)
@@ -434,6 +436,8 @@ class EdgeRunner:
         params = doc.get("parameters") or {}
         server = {k: float(params[k]) for k in ("cloud_ms", "server_decode_ms", "server_encode_ms", "server_receive_bytes",
                                                 "server_receive_ms") if _is_number(params.get(k))}
+        if rx:  # and this client's own receive time of the binary outputs (the downlink's receiver side)
+            server["client_receive_bytes"], server["client_receive_ms"] = float(rx), io * 1e3
         window = (t_end - t_send) * 1e3
         client_deser = max(0.0, (t_end - t_dec - io) * 1e3)
         cloud = server.get("cloud_ms", 0.0)
