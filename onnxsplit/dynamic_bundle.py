@@ -11,7 +11,9 @@ and :func:`write_dynamic_bundle` writes::
     OUT/plans/<k>/manifest.json       a regular ``onnxsplit.manifest/1`` bundle (EdgeRunner /
                                       CloudServer / ``onnxsplit serve`` load it as is)
     OUT/policy.json                   rows (batch_size, from_mbps, to_mbps, plan id) + the table
-    OUT/manifest.json                 schema ``onnxsplit.dynamic/1``: plans, sizes, policy file
+    OUT/manifest.json                 schema ``onnxsplit.dynamic/1``: plans (uplink/downlink bytes,
+                                      ``policy_candidate``), sizes, policy file, the link model
+                                      (``link``: rtt, per-request cost, down/up ratio)
 
 Plan 0 is always **all-edge** (the local fallback of :class:`~onnxsplit.dynamic.DynamicRunner`)
 and the **all-cloud** (full offload) plan is always included, whether or not the table picks them.
@@ -181,7 +183,9 @@ def write_dynamic_bundle(
     quantized plan): at each grid bandwidth the plan with the lowest predicted latency among the
     fp32 plans and those int8 plans wins (ties: fewer uplink bytes), and a switch takes effect from
     the first grid point where the new plan wins (:func:`policy_from_predictions`). Int8 plans
-    without that flag (e.g. a post-hoc quantized baseline) are written but never chosen.
+    without that flag (e.g. a post-hoc quantized baseline) are written but never chosen. Each plan
+    entry says so in ``policy_candidate`` (fp32 plans: always), which is also the set the measured
+    policy of :mod:`onnxsplit.plan_timing` chooses from.
     """
     from .bundle import SharedWeights, atomic_output_dir, disk_usage, sha256_file, versions, write_manifest
     from .runtime_ort import random_feeds
