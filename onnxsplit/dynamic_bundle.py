@@ -390,7 +390,7 @@ def load_dynamic_bundle(path: str | Path) -> DynamicBundle:
     root = Path(path)
     mpath = root / "manifest.json"
     if not mpath.is_file():
-        raise UsageError(f"{root} has no manifest.json; write it with onnxsplit.dynamic_bundle.write_dynamic_bundle")
+        raise UsageError(f"{root} has no manifest.json: not a dynamic bundle (write one with `onnxsplit compile MODEL --dynamic -o OUT`)")
     manifest = json.loads(mpath.read_text())
     if manifest.get("schema") != SCHEMA:
         raise UsageError(f"{mpath} has schema {manifest.get('schema')!r}; expected {SCHEMA!r}")
