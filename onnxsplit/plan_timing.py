@@ -243,6 +243,10 @@ def measured_latencies(manifest: dict, edge: Mapping, cloud: Mapping, grid: list
     measured half timings (``edge``/``cloud``: timing documents) and the link model
     (:func:`measured_terms`)."""
     terms = measured_terms(manifest, edge, cloud, link=link, stat=stat)
+    return _latencies(terms, grid)
+
+
+def _latencies(terms: Mapping[int, tuple[float, float]], grid: list[float]) -> dict[int, dict[str, float]]:
     return {k: {f"{bw:g}": a + b / bw for bw in grid} for k, (a, b) in terms.items()}
 
 
@@ -285,7 +289,7 @@ def apply_plan_timings(bundle: str | Path, edge_file: str | Path, cloud_file: st
     policy = json.loads(ppath.read_text())
     grid = [float(g) for g in policy["table"]["bandwidths_mbps"]]
     terms = measured_terms(dyn.manifest, edge, cloud, link=link)
-    lat = {k: {f"{bw:g}": a + b / bw for bw in grid} for k, (a, b) in terms.items()}
+    lat = _latencies(terms, grid)
     rows = measured_policy_rows(dyn.manifest, grid, lat, terms)
     predicted = policy.get("rows_predicted", policy["rows"])
     policy["rows_predicted"] = predicted
@@ -305,12 +309,14 @@ def apply_plan_timings(bundle: str | Path, edge_file: str | Path, cloud_file: st
 
 
 # ------------------------------------------------------------------------------------ CLI
-def _load_feeds(path: str) -> dict[str, np.ndarray]:
-    p = Path(path)
-    if p.suffix == ".npz":
-        with np.load(p) as z:
-            return {k: z[k] for k in z.files}
-    raise UsageError(f"--input {path}: expected a .npz file with one array per model input name")
+def _load_feeds(path: str, bundle: str) -> dict[str, np.ndarray]:
+    """``--input``: the model's inputs, read as ``onnxsplit run --input`` reads them."""
+    from .dynamic_bundle import load_dynamic_bundle
+    from .runtime import load_bundle
+    from .runtime.cli import load_inputs
+
+    dyn = load_dynamic_bundle(bundle)
+    return load_inputs(path, load_bundle(dyn.plan_dir(dyn.all_edge)).input_names)
 
 
 def cmd_measure_plans(args: Any) -> int:
@@ -321,7 +327,7 @@ def cmd_measure_plans(args: Any) -> int:
     plans = [int(x) for x in args.plans.split(",")] if args.plans else None
     doc = time_plans(args.bundle, args.side, repeats=args.repeats, warmup=args.warmup, min_s=args.min_s,
                      threads=args.threads, optimize=not args.no_optimize,
-                     feeds=_load_feeds(args.input) if args.input else None, plans=plans, gap_ms=args.gap_ms, block=args.block)
+                     feeds=_load_feeds(args.input, args.bundle) if args.input else None, plans=plans, gap_ms=args.gap_ms, block=args.block)
     if args.output:
         out = Path(args.output)
         tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
@@ -395,7 +401,7 @@ def register(subparsers: Any) -> None:
                         "service); on a CPU-quota-emulated device use at least the quota period")
     p.add_argument("--block", type=int, default=1, metavar="N",
                    help="runs of one plan per round, after one untimed run (default 1: pure round-robin)")
-    p.add_argument("--input", metavar="X.npz", help="model inputs by name (default: random, seed 0)")
+    p.add_argument("--input", metavar="X.npy|X.npz", help="model inputs, as for `onnxsplit run` (default: random, seed 0)")
     p.add_argument("--plans", metavar="K[,K...]", help="time only these plans (default: all)")
     p.add_argument("--json", action="store_true", help="print the timing document as JSON")
     p.set_defaults(func=cmd_measure_plans)

@@ -257,3 +257,13 @@ def test_blocks_time_back_to_back_runs_of_each_plan(dyn):
     assert timed and all(n == 2 * 3 for n in timed)  # the warm-up round and each block's first run are untimed
     with pytest.raises(UsageError, match="block must be"):
         time_plans(dyn, "edge", block=0)
+
+
+def test_cli_input_file_is_read_like_run_input(dyn, tmp_path, capsys):
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((1, 3, 32, 32), dtype=np.float32))
+    out = tmp_path / "e.json"
+    assert main(["measure-plans", str(dyn), "--side", "edge", "--repeats", "1", "--input", str(x), "-o", str(out)]) == 0
+    assert json.loads(out.read_text())["inputs"] == "given"
+    assert main(["measure-plans", str(dyn), "--side", "edge", "--input", str(tmp_path / "missing.npy")]) == 2
+    assert "input file not found" in capsys.readouterr().err
