@@ -54,7 +54,16 @@ outputs (at least ``min_bytes``) took at least ``downlink_min_ms`` (50) to arriv
 rate over the bundle's down/up bandwidth ratio is one more sample, taken after the request's
 uplink sample (a link that slows down while a request is in flight shows on its response first;
 shorter reads are not timed: an edge process can be descheduled for a scheduling period).
-Requests moving fewer than ``min_bytes`` still only update the rtt minimum. ``probe()`` runs one synchronously (done on start when ``probe_on_start``). Thread-safe: the estimator is locked and
+Requests moving fewer than ``min_bytes`` still only update the rtt minimum.
+
+**Feedback** (:class:`PlanFeedback`, on by default: ``feedback=True``): the table is only as good
+as its latency model, which adds edge, transfer and cloud times. For batch-1 requests the runner
+also records each plan's observed total latency minus its model latency at the estimate it was
+chosen at, and picks the plan with the lowest corrected latency near the current estimate (the
+table's plan unless another is better by more than 3 %). The model terms per plan come from the
+bundle (:func:`onnxsplit.plan_timing.bundle_plan_terms`: the measured halves after ``onnxsplit
+policy --timings``, else the compile-time predictions); a bundle without either runs the table
+as is. ``feedback=False`` turns it off. ``probe()`` runs one synchronously (done on start when ``probe_on_start``). Thread-safe: the estimator is locked and
 EdgeRunners are shareable between threads.
 """
 
@@ -73,7 +82,7 @@ import numpy as np
 from .dynamic_bundle import DynamicBundle, load_dynamic_bundle
 from .errors import UsageError
 
-__all__ = ["BandwidthEstimator", "DynamicRunner", "DynamicResult", "receiver_rate", "serve_plans"]
+__all__ = ["BandwidthEstimator", "DynamicRunner", "DynamicResult", "PlanFeedback", "receiver_rate", "serve_plans"]
 
 
 class BandwidthEstimator:
@@ -147,6 +156,87 @@ class BandwidthEstimator:
         self.last_update = time.monotonic()
 
 
+class PlanFeedback:
+    """Closed-loop correction of the batch-1 plan choice from the latencies the runner observes.
+
+    The policy table is built from a latency model (predicted per-node costs, or measured halves
+    plus a link model) that is additive: edge + transfer + cloud. Real requests are not always
+    additive (a CPU quota that a request's edge work overruns stalls it for a whole period; a cost
+    model misranks two plans a few percent apart). This keeps, per plan, the residuals
+    ``observed total ms - predicted ms at the estimate used`` of its recent requests and chooses
+    the plan with the lowest *corrected* latency::
+
+        score(k, bw) = a_k + b_k / bw + median(residuals of k observed at estimates within
+                                               bandwidth_factor of bw, at most max_age_s old,
+                                               the last `window` of them)
+
+    A plan without such residuals scores its prediction. The table's plan (the one the runner
+    would use without feedback) is kept unless another scores lower by more than ``margin``
+    (relative). Only plans given in ``terms`` (the policy candidates: fp32 plans and int8 plans
+    within their accuracy budget) are ever chosen.
+
+    Convergence (what the tests check): with noise-free latencies, once every plan scoring below
+    the table plan's observed latency has been tried, the plan kept is never slower than the table
+    plan by more than ``margin``; when every prediction is optimistic (no plan is faster than
+    predicted) it is the fastest plan. A plan that is *faster* than predicted is only found if
+    it is tried, i.e. if the plans scoring below it turn out slower than it. Each try costs one
+    request on a plan that may be slow.
+    """
+
+    def __init__(self, terms: Mapping[int, tuple[float, float]], *, window: int = 5, bandwidth_factor: float = 2.0,
+                 max_age_s: float = 60.0, margin: float = 0.03, history: int = 64):
+        if window < 1 or history < window:
+            raise UsageError("PlanFeedback needs window >= 1 and history >= window")
+        if not bandwidth_factor > 1 or not max_age_s > 0 or not 0 <= margin < 1:
+            raise UsageError("PlanFeedback needs bandwidth_factor > 1, max_age_s > 0 and 0 <= margin < 1")
+        self.terms = {int(k): (float(a), float(b)) for k, (a, b) in terms.items()}
+        self.window, self.max_age_s, self.margin = int(window), float(max_age_s), float(margin)
+        self._log_factor = math.log(float(bandwidth_factor))
+        self._history = int(history)
+        self._obs: dict[int, list[tuple[float, float, float]]] = {k: [] for k in self.terms}  # (t, log bw, residual)
+        self._lock = threading.Lock()
+
+    def predict(self, k: int, mbps: float) -> float:
+        a, b = self.terms[k]
+        return a + b / max(float(mbps), 1e-9)
+
+    def residual(self, k: int, mbps: float, now: float | None = None) -> float | None:
+        """Median residual (ms) of plan ``k``'s recent requests near ``mbps``; None without any."""
+        now = time.monotonic() if now is None else now
+        lb = math.log(max(float(mbps), 1e-9))
+        with self._lock:
+            near = [r for t, l, r in self._obs.get(k, ()) if now - t <= self.max_age_s and abs(l - lb) <= self._log_factor + 1e-9]
+        if not near:
+            return None
+        return float(np.median(near[-self.window:]))
+
+    def score(self, k: int, mbps: float, now: float | None = None) -> float:
+        r = self.residual(k, mbps, now)
+        return self.predict(k, mbps) + (r if r is not None else 0.0)
+
+    def choose(self, mbps: float, default: int, allowed: Any = None, now: float | None = None) -> int:
+        """The plan to run at ``mbps``: ``default`` (the table's) unless an allowed candidate plan
+        scores lower by more than ``margin``."""
+        cands = [k for k in self.terms if allowed is None or k in allowed]
+        if not cands:
+            return default
+        scores = {k: self.score(k, mbps, now) for k in cands}
+        best = min(cands, key=lambda k: (scores[k], k))
+        if default in scores and scores[best] >= scores[default] * (1.0 - self.margin):
+            return default
+        return best
+
+    def observe(self, k: int, mbps: float, total_ms: float, now: float | None = None) -> None:
+        """Record one request of plan ``k`` chosen at estimate ``mbps`` that took ``total_ms``."""
+        if k not in self.terms or not (math.isfinite(total_ms) and total_ms >= 0 and mbps > 0):
+            return
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            obs = self._obs[k]
+            obs.append((now, math.log(float(mbps)), float(total_ms) - self.predict(k, mbps)))
+            del obs[:-self._history]
+
+
 @dataclass
 class DynamicResult:
     outputs: dict[str, np.ndarray]
@@ -193,7 +283,8 @@ class DynamicRunner:
                  cooldown_s: float = 5.0, probe_on_start: bool = True, probe_interval_s: float = 2.0,
                  force_plan: int | None = None, probe_target_ms: float = 8.0, probe_max_bytes: int = 1 << 20,
                  probe_headroom: float = 4.0, probe_repeats: int = 3, receiver_ramp: float = 2.0,
-                 probe_escalation: int = 8, downlink_min_ms: float = 50.0, **runner_kwargs: Any):
+                 probe_escalation: int = 8, downlink_min_ms: float = 50.0,
+                 feedback: bool | PlanFeedback = True, **runner_kwargs: Any):
         from .runtime import EdgeRunner
 
         self.bundle = bundle if isinstance(bundle, DynamicBundle) else load_dynamic_bundle(bundle)
@@ -219,6 +310,14 @@ class DynamicRunner:
         self.probe_escalation = int(probe_escalation)
         self.downlink_min_ms = float(downlink_min_ms)
         self._down_ratio = float((self.bundle.manifest.get("link") or {}).get("downlink_over_uplink", 1.0))
+        self.feedback: PlanFeedback | None = None
+        if isinstance(feedback, PlanFeedback):
+            self.feedback = feedback
+        elif feedback:
+            from .plan_timing import bundle_plan_terms
+
+            terms = bundle_plan_terms(self.bundle)
+            self.feedback = PlanFeedback(terms) if terms else None
         self._probe_endpoint = True  # until a server answers 404 to it
         self._down_until = 0.0
         self._probe_lock = threading.Lock()
@@ -240,9 +339,12 @@ class DynamicRunner:
             return self.force_plan
         if time.monotonic() < self._down_until:
             return self.bundle.all_edge
-        k = self.bundle.lookup(self.estimator.mbps if mbps is None else mbps, batch_size)
+        bw = self.estimator.mbps if mbps is None else mbps
+        k = self.bundle.lookup(bw, batch_size)
         if k not in self.runners:  # restricted set: best allowed plan by the table's own order
             k = self.bundle.all_edge
+        if self.feedback is not None and batch_size == 1:
+            k = self.feedback.choose(bw, k, allowed=self.runners)
         return k
 
     def _probe_plan(self) -> int | None:
@@ -360,7 +462,7 @@ class DynamicRunner:
         t0 = time.perf_counter()
         b = self.batch_size_of(feeds)
         est = self.estimator.mbps
-        k = self.choose(b)
+        k = self.choose(b, est)
         error, fallback = None, False
         try:
             outputs, results = self._run_plan(k, feeds, b)
@@ -391,6 +493,8 @@ class DynamicRunner:
                 if rx >= self.estimator.min_bytes and rx_ms >= self.downlink_min_ms:  # downlink, receiver side
                     self.estimator.add_sample(8.0 * rx / (1000.0 * rx_ms) / self._down_ratio)
         timings["total"] = (time.perf_counter() - t0) * 1e3
+        if self.feedback is not None and b == 1 and not fallback and self.force_plan is None:
+            self.feedback.observe(k, est, timings["total"])
         with self._count_lock:
             self.counts[k] = self.counts.get(k, 0) + 1
         if self.runners[k].bundle.boundary == [] or not any(r.attempts for r in results):

@@ -361,6 +361,7 @@ class DynamicBundle:
     manifest: dict
     plans: list[dict]
     policy: list[PolicyEntry]
+    policy_doc: dict | None = None  # policy.json as read (its ``measured`` block, if any)
 
     @property
     def all_edge(self) -> int:
@@ -398,4 +399,4 @@ def load_dynamic_bundle(path: str | Path) -> DynamicBundle:
     rows = [PolicyEntry(int(r["batch_size"]), float(r["from_mbps"]),
                         math.inf if r["to_mbps"] is None else float(r["to_mbps"]), int(r["plan"]))
             for r in pol["rows"]]
-    return DynamicBundle(root, manifest, list(manifest["plans"]), rows)
+    return DynamicBundle(root, manifest, list(manifest["plans"]), rows, pol)

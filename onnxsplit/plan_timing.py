@@ -47,7 +47,7 @@ SCHEMA = "onnxsplit.plan-timings/1"
 SIDES = ("edge", "cloud")
 
 __all__ = ["SCHEMA", "time_plans", "load_plan_timings", "measured_terms", "measured_latencies", "measured_policy_rows",
-           "apply_plan_timings", "manifest_digest"]
+           "apply_plan_timings", "manifest_digest", "bundle_plan_terms"]
 
 
 def manifest_digest(bundle_root: str | Path) -> str:
@@ -248,6 +248,44 @@ def measured_latencies(manifest: dict, edge: Mapping, cloud: Mapping, grid: list
 
 def _latencies(terms: Mapping[int, tuple[float, float]], grid: list[float]) -> dict[int, dict[str, float]]:
     return {k: {f"{bw:g}": a + b / bw for bw in grid} for k, (a, b) in terms.items()}
+
+
+def bundle_plan_terms(dyn: Any) -> dict[int, tuple[float, float]]:
+    """Each policy-candidate plan's batch-1 latency as ``(a_ms, b)`` with latency ``a + b / bandwidth_mbps``,
+    for a loaded :class:`~onnxsplit.dynamic_bundle.DynamicBundle`.
+
+    From the measured half timings when ``onnxsplit policy --timings`` was applied (the policy's
+    ``measured`` block, with its link; :func:`measured_terms`); otherwise fitted by least squares in
+    ``1/bandwidth`` to each candidate plan's ``predicted_ms`` at the grid bandwidths (exact for the
+    search's latency model, which is of that form). Plans without either are left out; ``{}`` when
+    no plan has them."""
+    doc = getattr(dyn, "policy_doc", None) or {}
+    meas = doc.get("measured") or {}
+    half = meas.get("half_ms") or {}
+    if half:
+        edge = {"plans": {k: {"median_ms": float(v["edge"])} for k, v in half.items()}}
+        cloud = {"plans": {k: {"median_ms": float(v["cloud"])} for k, v in half.items()}}
+        try:
+            return measured_terms(dyn.manifest, edge, cloud, link=meas.get("link"))
+        except UsageError:
+            pass  # fall back to the predictions
+    out: dict[int, tuple[float, float]] = {}
+    for p in dyn.manifest.get("plans", []):
+        pred = p.get("predicted_ms") or {}
+        if not p.get("policy_candidate", p.get("precision") == "fp32") or len(pred) < 1:
+            continue
+        bw = np.array([float(g) for g in pred], dtype=float)
+        ms = np.array([float(v) for v in pred.values()], dtype=float)
+        ok = np.isfinite(bw) & np.isfinite(ms) & (bw > 0)
+        if not ok.any():
+            continue
+        bw, ms = bw[ok], ms[ok]
+        if p.get("kind") == "all-edge" or len(bw) == 1:
+            out[int(p["id"])] = (float(np.median(ms)), 0.0)
+            continue
+        (a, b), *_ = np.linalg.lstsq(np.stack([np.ones_like(bw), 1.0 / bw], axis=1), ms, rcond=None)
+        out[int(p["id"])] = (float(a), max(float(b), 0.0))
+    return out
 
 
 def measured_policy_rows(manifest: dict, grid: list[float], lat: dict[int, dict[str, float]],

@@ -229,6 +229,7 @@ def _fake_dynamic(link, fail_plan=None):
     dr._count_lock = threading.Lock()
     dr._base_batch = {"x": 1}
     dr.downlink_min_ms, dr._down_ratio = 50.0, 1.0
+    dr.feedback = None
     return dr
 
 
@@ -640,10 +641,130 @@ def test_bench_e2e_tiny_run(tmp_path):
     assert all(len(t["lat"]) >= 1 for t in res["trace"].values())
     assert any(p["precision"] == "int8" for p in res["plans"])
     assert res["calibration"]["edge_factor"] > 0 and res["calibration"]["per_request_ms"] > 0
-    assert "onnxsplit / oracle" in (out / "table.md").read_text()
+    assert "onnxsplit / oracle" in (out / "table.md").read_text() and "dynamic / oracle" in (out / "table.md").read_text()
+    assert set(res["dynamic_over_oracle"]) == {"2", "200"}
     # the plans' halves were timed in their namespaces and the bundle's policy recomputed from them
     half = res["plan_timings"]["half_ms"]
     assert set(half) == {str(p["id"]) for p in res["plans"]}
     assert all(v["edge_ms"] > 0 for k, v in half.items() if res["plans"][int(k)]["kind"] != "all-cloud")
     assert json.loads((out / "bundle" / "policy.json").read_text())["measured"]["edge"]["file"] == "timings_edge.json"
     assert set(res["measured_over_oracle"]) == {"2", "200"}
+
+
+# ----------------------------------------------------------------------------- feedback
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from onnxsplit.dynamic import PlanFeedback  # noqa: E402
+
+
+def _run_feedback(fb: PlanFeedback, true_ms: dict[int, float], mbps: float, n: int, table: int) -> list[int]:
+    """n requests at a fixed bandwidth; each plan really takes true_ms[k]. Returns the plans run."""
+    used = []
+    for i in range(n):
+        k = fb.choose(mbps, table, now=float(i))
+        fb.observe(k, mbps, true_ms[k], now=float(i))
+        used.append(k)
+    return used
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.5, 50.0), st.floats(0.0, 200.0), st.floats(0.0, 40.0)), min_size=1, max_size=7),
+       st.sampled_from([1.0, 10.0, 100.0, 1000.0]))
+def test_feedback_with_optimistic_predictions_finds_the_fastest_plan(plans, mbps):
+    """Predictions a + b/bw that are never above the truth (real latency = prediction + extra):
+    after at most one try of each plan, the runner settles on the truly fastest plan."""
+    terms = {k: (a, b) for k, (a, b, _) in enumerate(plans)}
+    fb = PlanFeedback(terms, margin=0.0)
+    true_ms = {k: fb.predict(k, mbps) + extra for k, (_, _, extra) in enumerate(plans)}
+    table = min(terms, key=lambda k: (fb.predict(k, mbps), k))  # what the table would pick
+    used = _run_feedback(fb, true_ms, mbps, n=len(plans) + 3, table=table)
+    best = min(true_ms.values())
+    assert true_ms[used[-1]] == pytest.approx(best)
+    assert len(set(used)) <= len(plans) and used[-3:] == [used[-1]] * 3  # settled, no flapping
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.5, 50.0), st.floats(0.0, 200.0), st.floats(-20.0, 40.0)), min_size=1, max_size=7),
+       st.sampled_from([1.0, 10.0, 100.0, 1000.0]), st.sampled_from([0.0, 0.03, 0.1]))
+def test_feedback_never_settles_worse_than_the_table_plan(plans, mbps, margin):
+    """Any predictions (some plans faster than predicted): the plan it settles on is at most
+    `margin` slower than the table's plan really is."""
+    terms = {k: (a, b) for k, (a, b, _) in enumerate(plans)}
+    fb = PlanFeedback(terms, margin=margin)
+    true_ms = {k: max(0.1, fb.predict(k, mbps) + extra) for k, (_, _, extra) in enumerate(plans)}
+    table = min(terms, key=lambda k: (fb.predict(k, mbps), k))
+    used = _run_feedback(fb, true_ms, mbps, n=2 * len(plans) + 3, table=table)
+    assert true_ms[used[-1]] <= true_ms[table] * (1 + margin) + 1e-9
+    assert used[-1] == used[-2]
+
+
+def test_feedback_is_local_in_bandwidth_and_time_and_robust_to_one_outlier():
+    fb = PlanFeedback({0: (40.0, 0.0), 1: (10.0, 1000.0), 2: (12.0, 500.0)}, window=5, max_age_s=60.0)
+    # at 1000 Mbit/s plan 1 is predicted 11 ms, plan 2 12.5 ms; plan 1 really stalls (+8 ms)
+    assert fb.choose(1000.0, 1, now=0.0) == 1
+    fb.observe(1, 1000.0, 19.0, now=0.0)
+    assert fb.residual(1, 1000.0, now=0.0) == pytest.approx(8.0)
+    assert fb.choose(1000.0, 1, now=1.0) == 2
+    assert fb.choose(1200.0, 1, now=1.0) == 2  # within the bandwidth factor: the residual applies
+    assert fb.choose(10000.0, 1, now=1.0) == 1  # 10x away: the prediction alone (no residual there)
+    assert fb.choose(1000.0, 1, now=100.0) == 1  # the residual is older than max_age_s: plan 1 again
+    # a plan with a few on-prediction requests keeps its place after one slow outlier (median)
+    fb2 = PlanFeedback({0: (40.0, 0.0), 1: (10.0, 1000.0), 2: (12.0, 500.0)})
+    for t in range(3):
+        fb2.observe(1, 1000.0, 11.0, now=float(t))
+    fb2.observe(1, 1000.0, 60.0, now=3.0)
+    assert fb2.choose(1000.0, 1, now=4.0) == 1
+    # only given (candidate) and allowed plans are chosen; unknown plans are not recorded
+    fb.observe(7, 1000.0, 1.0)
+    assert 7 not in fb._obs
+    assert fb.choose(1000.0, 1, allowed={0, 1}, now=1.0) == 1
+    with pytest.raises(onnxsplit.errors.UsageError):
+        PlanFeedback({0: (1.0, 0.0)}, margin=1.0)
+
+
+class _SleepyRunner(_FakeRunner):
+    def __init__(self, nbytes, link, sleep_s):
+        super().__init__(nbytes, link)
+        self.sleep_s = sleep_s
+
+    def infer(self, feeds):
+        time.sleep(self.sleep_s)
+        return super().infer(feeds)
+
+
+def test_dynamic_runner_leaves_a_plan_that_is_slower_than_its_model():
+    """At 200 Mbit/s the table says full offload (plan 2); its requests really take 60 ms (a stall
+    the additive model does not see): after one of them the runner moves to the split plan."""
+    dr = _fake_dynamic({"mbps": 200.0})
+    dr.runners[2] = _SleepyRunner(100_000, {"mbps": 200.0}, 0.06)
+    dr.feedback = PlanFeedback({0: (40.0, 0.0), 1: (3.0, 80.0), 2: (2.0, 0.0)})
+    dr.estimator.add_sample(200.0)
+    x = np.ones((1, 3), np.float32)
+    plans = [dr.infer({"x": x}).plan for _ in range(4)]
+    assert plans[0] == 2 and plans[1:] == [1, 1, 1]
+    assert dr.feedback.residual(2, 200.0) > 40.0
+    r = dr.infer({"x": x})
+    np.testing.assert_array_equal(r.outputs["y"], x * 2)
+    # a batch of 4 uses the table's batch-4 row, untouched by batch-1 feedback
+    assert dr.infer({"x": np.ones((4, 3), np.float32)}).plan == dr.bundle.lookup(200.0, 4)
+    dr.feedback = None
+    assert dr.infer({"x": x}).plan == 2  # without feedback: the table
+
+
+def test_runner_feedback_terms_come_from_the_bundle(tiny_dynamic):
+    from onnxsplit.plan_timing import bundle_plan_terms
+
+    out, manifest, _ = tiny_dynamic
+    b = load_dynamic_bundle(out)
+    terms = bundle_plan_terms(b)
+    cands = {int(p["id"]) for p in manifest["plans"] if p["policy_candidate"]}
+    assert set(terms) == cands
+    for p in manifest["plans"]:  # the fit reproduces every predicted grid latency
+        a, bb = terms[int(p["id"])]
+        for g, ms in p["predicted_ms"].items():
+            assert a + bb / float(g) == pytest.approx(ms, rel=1e-4, abs=1e-6)  # keys are rounded to 6 digits
+    with DynamicRunner(out, None, probe_on_start=False) as dr:
+        assert dr.feedback is not None and set(dr.feedback.terms) == cands
+    with DynamicRunner(out, None, probe_on_start=False, feedback=False) as dr:
+        assert dr.feedback is None

@@ -134,6 +134,8 @@ def test_measured_policy_picks_the_lowest_measured_latency(dyn):
     # the runner follows the measured policy
     with DynamicRunner(dyn, None, probe_on_start=False) as dr:
         assert dr.choose(mbps=1e4) == b2.lookup(1e4) and dr.choose(mbps=0.1) == edge_id
+        # its feedback corrects the measured model, not the predictions
+        assert {k: pytest.approx(v) for k, v in terms.items()} == dr.feedback.terms
 
 
 def test_int8_plan_outside_its_budget_is_never_chosen(tmp_path):

@@ -50,8 +50,10 @@ Root only (network namespaces, tc; see tools/testbed/netns.py). Steps:
    dropped: under the CFS quota a CPU-bound request that follows one waiting on the network runs
    faster, e.g. the int8 all-edge plan measured 17-31 ms interleaved vs ~40 ms back to back.)
    Before them, the dynamic runner
-   (bandwidth estimator + policy table) is measured; it lives across bandwidths, so each change
-   happens mid-run with a stale estimate at first. The **measured oracle** is the best measured
+   (bandwidth estimator + policy table + feedback from observed latencies,
+   :class:`onnxsplit.dynamic.PlanFeedback`; ``--no-feedback`` turns the last off) is measured; it
+   lives across bandwidths, so each change happens mid-run with a stale estimate at first, and
+   ``dynamic / oracle`` is printed per bandwidth too. The **measured oracle** is the best measured
    candidate per bandwidth; ``onnxsplit / oracle`` is printed per bandwidth (goal: <= 1.05). The
    post-hoc int8 plans are checked against the same accuracy budget as onnxsplit's
    (``--max-accuracy-drop``); when one fails it, an ``oracle within budget`` row (the best measured
@@ -202,7 +204,7 @@ def worker(args: argparse.Namespace) -> int:
     urls = {int(k): v for k, v in json.loads(args.urls).items()}
     kw = {"optimize": True, "threads": 1, "timeout": 120.0, "retries": 1}
     dyn = DynamicRunner(args.bundle, urls, estimator=BandwidthEstimator(initial_mbps=10.0, alpha=0.5),
-                        probe_interval_s=args.probe_interval_s, **kw)
+                        probe_interval_s=args.probe_interval_s, feedback=args.feedback, **kw)
     # forced plans never probe (probe_interval_s=0): an idle probe thread measurably changed latencies under the quota
     forced = {k: DynamicRunner(dyn.bundle, urls, plans=[k], force_plan=k, probe_on_start=False, probe_interval_s=0, **kw)
               for k in dyn.runners}
@@ -346,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="bandwidth schedule MBPS:SECONDS[:LOSS%%],... run for every plan and dynamic; "
                          "a step's LOSS (edge->cloud, e.g. 1000:6:0,1:6:5%%) overrides --loss")
     ap.add_argument("--probe-interval-s", type=float, default=1.0, help="dynamic runner's background probe interval")
+    ap.add_argument("--feedback", action=argparse.BooleanOptionalAction, default=True,
+                    help="dynamic runner corrects its plan choice from observed latencies (onnxsplit.dynamic.PlanFeedback); "
+                         "default on")
     ap.add_argument("--out", default="out/bench_e2e")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
@@ -429,7 +434,8 @@ def main(argv: list[str] | None = None) -> int:
             urls = {k: f"{v.rsplit(':', 1)[0]}:{int(v.rsplit(':', 1)[1]) + 1000}" for k, v in urls.items()}
             results["delay"] = "userspace relay (tools/testbed/delayproxy.py), rtt/2 each way"
         wk = tb.spawn_edge(env_cmd + me + ["--worker", "--bundle", str(out / "bundle"), "--urls", json.dumps(urls),
-                                           "--probe-interval-s", str(args.probe_interval_s)],
+                                           "--probe-interval-s", str(args.probe_interval_s),
+                                           *([] if args.feedback else ["--no-feedback"])],
                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         _readline(wk, 600)
 
@@ -735,9 +741,10 @@ def report(args, results: dict, plans: list[dict], picks: dict, preds: dict, bws
     targets = ["oracle", *(["oracle within budget"] if over_budget else [])]  # broken int8 plans are no fair target
     keys = {(chosen, "oracle"): "chosen_over_oracle", (chosen, "oracle within budget"): "chosen_over_oracle_within_budget",
             ("onnxsplit measured", "oracle"): "measured_over_oracle",
-            ("onnxsplit measured", "oracle within budget"): "measured_over_oracle_within_budget"}
+            ("onnxsplit measured", "oracle within budget"): "measured_over_oracle_within_budget",
+            ("dynamic", "oracle"): "dynamic_over_oracle", ("dynamic", "oracle within budget"): "dynamic_over_oracle_within_budget"}
     for target in targets:
-        for m in (chosen, "onnxsplit measured"):
+        for m in (chosen, "onnxsplit measured", "dynamic"):
             if m not in summary:
                 continue
             r = {bw: summary[m][bw][0] / summary[target][bw][0] for bw in bws}
