@@ -13,7 +13,9 @@ update that minimum. Samples of ``B >= min_bytes`` update the estimate by an exp
 weighted moving average ``est <- alpha * sample + (1 - alpha) * est`` (the first sample sets it),
 except that a sample below ``est / drop_factor`` replaces the estimate (a collapsing link is
 believed at once: with the average alone, each of the next few requests would be sent on a plan
-sized for the old bandwidth), clamped to ``[floor_mbps, ceil_mbps]``. Before any sample the estimate is ``initial_mbps``.
+sized for the old bandwidth), and so does a *trusted* sample above ``est * drop_factor`` (a
+receiver-side probe, the median of its repeats, below: a link that came back is believed at once
+too, instead of after several probe intervals while all-edge requests wait), clamped to ``[floor_mbps, ceil_mbps]``. Before any sample the estimate is ``initial_mbps``.
 
 :class:`DynamicRunner` holds one :class:`~onnxsplit.runtime.EdgeRunner` per plan of a dynamic
 bundle (:mod:`onnxsplit.dynamic_bundle`) and the policy table. Per request it reads the batch size
@@ -72,6 +74,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,17 +141,20 @@ class BandwidthEstimator:
                 self._add(s)
             return self._est if self._est is not None else self.initial_mbps
 
-    def add_sample(self, mbps: float) -> float:
-        """Feed one direct bandwidth sample (e.g. from a differential probe); returns the estimate."""
+    def add_sample(self, mbps: float, *, trusted: bool = False) -> float:
+        """Feed one direct bandwidth sample (e.g. from a probe); returns the estimate. A ``trusted``
+        sample (a receiver-side probe: the median of its repeats) above ``drop_factor`` times the
+        estimate replaces it, as a collapse does: a link that came back is believed at once."""
         if not (math.isfinite(mbps) and mbps > 0):
             return self.mbps
         with self._lock:
-            self._add(mbps)
+            self._add(mbps, trusted=trusted)
             return float(self._est)  # type: ignore[arg-type]
 
-    def _add(self, s: float) -> None:  # caller holds the lock
+    def _add(self, s: float, *, trusted: bool = False) -> None:  # caller holds the lock
         s = min(max(s, self.floor_mbps), self.ceil_mbps)
-        if self._est is None or s < self._est / self.drop_factor:
+        if (self._est is None or s < self._est / self.drop_factor
+                or (trusted and s > self._est * self.drop_factor)):
             self._est = s
         else:
             self._est = self.alpha * s + (1 - self.alpha) * self._est
@@ -166,11 +172,17 @@ class PlanFeedback:
     ``observed total ms - predicted ms at the estimate used`` of its recent requests and chooses
     the plan with the lowest *corrected* latency::
 
-        score(k, bw) = a_k + b_k / bw + median(residuals of k observed at estimates within
-                                               bandwidth_factor of bw, at most max_age_s old,
-                                               the last `window` of them)
+        score(k, bw) = a_k + b_k / bw + median(residuals of k observed near bw, at most
+                                               max_age_s old, the last `window` of them;
+                                               none with fewer than `min_count`)
 
-    A plan without such residuals scores its prediction. The table's plan (the one the runner
+    "near" (:meth:`near`): within ``bandwidth_factor`` of ``bw``, or where plan k's model latency
+    is within ``near_ms`` / ``near_fraction`` of its value at ``bw`` (the estimate of a fast link
+    jitters by several x, which changes little for a plan that moves few bytes).
+
+    A plan without such residuals scores its prediction (so one slow request of a plan whose
+    latencies are bimodal, as under a CPU quota, does not send the runner exploring). A request during which the bandwidth
+    estimate moved by more than ``bandwidth_factor`` is not recorded (it timed a link change). The table's plan (the one the runner
     would use without feedback) is kept unless another scores lower by more than ``margin``
     (relative). Only plans given in ``terms`` (the policy candidates: fp32 plans and int8 plans
     within their accuracy budget) are ever chosen.
@@ -183,32 +195,59 @@ class PlanFeedback:
     request on a plan that may be slow.
     """
 
-    def __init__(self, terms: Mapping[int, tuple[float, float]], *, window: int = 5, bandwidth_factor: float = 2.0,
-                 max_age_s: float = 60.0, margin: float = 0.03, history: int = 64):
-        if window < 1 or history < window:
-            raise UsageError("PlanFeedback needs window >= 1 and history >= window")
+    def __init__(self, terms: Mapping[int, tuple[float, float]], *, window: int = 5, min_count: int = 2,
+                 bandwidth_factor: float = 2.0, max_age_s: float = 60.0, margin: float = 0.03, history: int = 16,
+                 near_ms: float = 0.5, near_fraction: float = 0.05):
+        if not 1 <= min_count <= window <= history:
+            raise UsageError("PlanFeedback needs 1 <= min_count <= window <= history")
         if not bandwidth_factor > 1 or not max_age_s > 0 or not 0 <= margin < 1:
             raise UsageError("PlanFeedback needs bandwidth_factor > 1, max_age_s > 0 and 0 <= margin < 1")
         self.terms = {int(k): (float(a), float(b)) for k, (a, b) in terms.items()}
-        self.window, self.max_age_s, self.margin = int(window), float(max_age_s), float(margin)
-        self._log_factor = math.log(float(bandwidth_factor))
-        self._history = int(history)
-        self._obs: dict[int, list[tuple[float, float, float]]] = {k: [] for k in self.terms}  # (t, log bw, residual)
+        self.window, self.min_count = int(window), int(min_count)
+        self.max_age_s, self.margin = float(max_age_s), float(margin)
+        self.near_ms, self.near_fraction = float(near_ms), float(near_fraction)
+        self.log_bandwidth_factor = math.log(float(bandwidth_factor))
+        # per plan, oldest first: (monotonic s, ln Mbit/s, model ms there, residual ms)
+        self._obs: dict[int, deque[tuple[float, float, float, float]]] = {k: deque(maxlen=int(history)) for k in self.terms}
         self._lock = threading.Lock()
 
     def predict(self, k: int, mbps: float) -> float:
         a, b = self.terms[k]
         return a + b / max(float(mbps), 1e-9)
 
+    def near(self, k: int, mbps_seen: float, mbps: float) -> bool:
+        """Does a residual of plan ``k`` observed at ``mbps_seen`` apply at ``mbps``? Yes when the
+        two bandwidths are within ``bandwidth_factor`` of each other, or when the plan's model
+        latency differs by at most ``near_ms`` or ``near_fraction`` of it between them (a plan that
+        moves few bytes has nearly the same latency at 400 and at 4000 Mbit/s)."""
+        return self._near(math.log(max(mbps_seen, 1e-9)), self.predict(k, mbps_seen),
+                          math.log(max(mbps, 1e-9)), self.predict(k, mbps))
+
+    def _near(self, lb0: float, p0: float, lb1: float, p1: float) -> bool:
+        if abs(lb0 - lb1) <= self.log_bandwidth_factor + 1e-9:
+            return True
+        return abs(p0 - p1) <= max(self.near_ms, self.near_fraction * min(p0, p1))
+
     def residual(self, k: int, mbps: float, now: float | None = None) -> float | None:
-        """Median residual (ms) of plan ``k``'s recent requests near ``mbps``; None without any."""
+        """Median residual (ms) of plan ``k``'s last ``window`` requests near ``mbps`` within
+        ``max_age_s``; None with fewer than ``min_count`` of them. Cheap (it runs before every
+        request, on the edge device's CPU): at most ``history`` entries per plan, newest first."""
         now = time.monotonic() if now is None else now
-        lb = math.log(max(float(mbps), 1e-9))
+        lb, p = math.log(max(float(mbps), 1e-9)), self.predict(k, mbps)
+        got: list[float] = []
         with self._lock:
-            near = [r for t, l, r in self._obs.get(k, ()) if now - t <= self.max_age_s and abs(l - lb) <= self._log_factor + 1e-9]
-        if not near:
+            for t, lb0, p0, r in reversed(self._obs.get(k, ())):
+                if now - t > self.max_age_s:
+                    break
+                if self._near(lb0, p0, lb, p):
+                    got.append(r)
+                    if len(got) >= self.window:
+                        break
+        if len(got) < self.min_count:
             return None
-        return float(np.median(near[-self.window:]))
+        got.sort()
+        n = len(got)
+        return got[n // 2] if n % 2 else 0.5 * (got[n // 2 - 1] + got[n // 2])
 
     def score(self, k: int, mbps: float, now: float | None = None) -> float:
         r = self.residual(k, mbps, now)
@@ -217,12 +256,17 @@ class PlanFeedback:
     def choose(self, mbps: float, default: int, allowed: Any = None, now: float | None = None) -> int:
         """The plan to run at ``mbps``: ``default`` (the table's) unless an allowed candidate plan
         scores lower by more than ``margin``."""
-        cands = [k for k in self.terms if allowed is None or k in allowed]
-        if not cands:
-            return default
-        scores = {k: self.score(k, mbps, now) for k in cands}
-        best = min(cands, key=lambda k: (scores[k], k))
-        if default in scores and scores[best] >= scores[default] * (1.0 - self.margin):
+        now = time.monotonic() if now is None else now
+        best, best_score, default_score = default, math.inf, None
+        for k in self.terms:
+            if allowed is not None and k not in allowed:
+                continue
+            sc = self.score(k, mbps, now)
+            if k == default:
+                default_score = sc
+            if sc < best_score:
+                best, best_score = k, sc
+        if default_score is not None and best_score >= default_score * (1.0 - self.margin):
             return default
         return best
 
@@ -231,10 +275,9 @@ class PlanFeedback:
         if k not in self.terms or not (math.isfinite(total_ms) and total_ms >= 0 and mbps > 0):
             return
         now = time.monotonic() if now is None else now
+        p = self.predict(k, mbps)
         with self._lock:
-            obs = self._obs[k]
-            obs.append((now, math.log(float(mbps)), float(total_ms) - self.predict(k, mbps)))
-            del obs[:-self._history]
+            self._obs[k].append((now, math.log(float(mbps)), p, float(total_ms) - p))
 
 
 @dataclass
@@ -366,7 +409,8 @@ class DynamicRunner:
             from .runtime.client import RemoteError
 
             try:
-                return self.estimator.add_sample(self.probe_sample(r))
+                mbps, trusted = self._probe_rate(r)
+                return self.estimator.add_sample(mbps, trusted=trusted)
             except RemoteError as exc:
                 if exc.status not in (404, 405):
                     raise
@@ -385,13 +429,18 @@ class DynamicRunner:
         return int(min(max(want, self.estimator.min_bytes), max(self.probe_max_bytes, self.estimator.min_bytes)))
 
     def probe_sample(self, runner: Any) -> float:
+        """One probe through ``runner``'s server: Mbit/s (``nan`` if not measurable); see :meth:`_probe_rate`."""
+        return self._probe_rate(runner)[0]
+
+    def _probe_rate(self, runner: Any) -> tuple[float, bool]:
         """One probe through ``runner``'s server: Mbit/s (``nan`` if not measurable).
 
         Receiver-side when the server reports arrival times (see the module docstring): the median
         of the repeats' rates. A body that arrived faster than the server could resolve is sent
         again ``probe_escalation`` times larger (up to ``probe_max_bytes``), so one probe finds a
         much faster link; if even that is unresolvable, ``receiver_ramp`` x the estimate. Without
-        arrival times: differential (client clock)."""
+        arrival times: differential (client clock). Returns (Mbit/s, whether it is a receiver-side
+        median, which the estimator trusts to raise the estimate at once)."""
         n = self.probe_bytes()
         cap = max(self.probe_max_bytes, n)
         t0 = runner.probe_network(0)  # also (re)opens the keep-alive connection
@@ -408,11 +457,11 @@ class DynamicRunner:
                 elif "receive_bytes" in answer:
                     instant += 1
             if rates:
-                return float(np.median(rates))
+                return float(np.median(rates)), True
             if not instant:
-                return 8.0 * n / (1000.0 * (t1 - t0)) if t1 > t0 else float("nan")
+                return (8.0 * n / (1000.0 * (t1 - t0)) if t1 > t0 else float("nan")), False
             if n >= cap:
-                return self.estimator.mbps * self.receiver_ramp
+                return self.estimator.mbps * self.receiver_ramp, False
             n = min(n * self.probe_escalation, cap)
 
     def _maybe_probe(self) -> None:
@@ -494,7 +543,9 @@ class DynamicRunner:
                     self.estimator.add_sample(8.0 * rx / (1000.0 * rx_ms) / self._down_ratio)
         timings["total"] = (time.perf_counter() - t0) * 1e3
         if self.feedback is not None and b == 1 and not fallback and self.force_plan is None:
-            self.feedback.observe(k, est, timings["total"])
+            after = self.estimator.mbps  # a request that moved the estimate by more than the feedback's
+            if abs(math.log(max(after, 1e-9) / max(est, 1e-9))) <= self.feedback.log_bandwidth_factor:
+                self.feedback.observe(k, est, timings["total"])  # bandwidth factor timed a link change, not the plan
         with self._count_lock:
             self.counts[k] = self.counts.get(k, 0) + 1
         if self.runners[k].bundle.boundary == [] or not any(r.attempts for r in results):

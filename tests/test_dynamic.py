@@ -56,7 +56,10 @@ def test_estimator_believes_a_collapse_at_once():
     est.add_sample(1000.0)
     assert est.add_sample(300.0) == pytest.approx(650.0)  # not a collapse: averaged
     assert est.add_sample(10.0) == 10.0  # below 650 / 4: replaces the estimate
-    assert est.add_sample(1000.0) == pytest.approx(505.0)  # recoveries are averaged
+    assert est.add_sample(1000.0) == pytest.approx(505.0)  # recoveries are averaged ...
+    est.add_sample(10.0)
+    assert est.add_sample(1000.0, trusted=True) == 1000.0  # ... unless a trusted probe sees them (> 4x)
+    assert est.add_sample(2000.0, trusted=True) == pytest.approx(1500.0)  # within 4x: averaged
     with pytest.raises(onnxsplit.errors.UsageError):
         BandwidthEstimator(drop_factor=1.0)
 
@@ -127,6 +130,27 @@ def test_receiver_side_probe_ignores_sender_stalls(mbps):
     assert max(sent) == 8 * n
     # ... and one that even the largest probe cannot resolve ramps the estimate by receiver_ramp
     assert dr.probe_sample(_StarvedRunner(1e9, fixed_ms=5.0)) == pytest.approx(dr.estimator.mbps * 2.0)
+
+
+def test_a_receiver_side_probe_raises_the_estimate_at_once():
+    """The link comes back from 1 to 5 Mbit/s while the runner is all-edge: one probe (receiver
+    side) sets the estimate; a ramp sample (unresolvable probe) or a client-clock one is averaged."""
+    dr = DynamicRunner.__new__(DynamicRunner)
+    dr.estimator = BandwidthEstimator(initial_mbps=1.0, alpha=0.5)
+    dr.estimator.add_sample(1.0)
+    dr.probe_target_ms, dr.probe_max_bytes, dr.probe_headroom, dr.probe_repeats = 8.0, 1 << 20, 4.0, 3
+    dr.receiver_ramp, dr.probe_escalation = 2.0, 8
+    dr._probe_endpoint = True
+    link = _StarvedRunner(5.0, fixed_ms=5.0)
+    link.server_url, link.bundle = "http://fake", type("B", (), {"cloud_path": "x", "boundary": []})()
+    dr.runners = {0: link}
+    dr._probe_plan = lambda: 0
+    assert dr.probe() == pytest.approx(5.0)
+    dr.estimator = BandwidthEstimator(initial_mbps=1.0, alpha=0.5, rtt_ms=0.0)
+    dr.estimator.add_sample(1.0)
+    dr.runners = {0: _LinkRunner(5.0, fixed_ms=0.0)}  # no arrival times: the client's clock
+    dr.runners[0].server_url, dr.runners[0].bundle = link.server_url, link.bundle
+    assert dr.probe() == pytest.approx(3.0)  # averaged: 0.5 * 5 + 0.5 * 1
 
 
 def test_arrival_clock_rate_over_the_tail():
@@ -381,7 +405,9 @@ def test_loopback_dynamic_runner_exact(tiny_dynamic):
     x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
     ref = ref_sess.run(None, {"image": x})[0]
     split_plans = [p["id"] for p in manifest["plans"] if p["kind"] != "all-edge"]
-    with serve_plans(out, optimize=False) as sp, DynamicRunner(out, sp.urls, optimize=False) as dr:
+    # feedback off: this forces estimates to make the table switch plans (feedback would correct the
+    # test bundle's predictions, made for a 200x slower edge, with the loopback's real latencies)
+    with serve_plans(out, optimize=False) as sp, DynamicRunner(out, sp.urls, optimize=False, feedback=False) as dr:
         seen = set()
         for mbps in (0.01, 3.0, 1e4, 0.01):  # switch plans between requests
             dr.estimator._est = mbps
@@ -673,12 +699,12 @@ def _run_feedback(fb: PlanFeedback, true_ms: dict[int, float], mbps: float, n: i
        st.sampled_from([1.0, 10.0, 100.0, 1000.0]))
 def test_feedback_with_optimistic_predictions_finds_the_fastest_plan(plans, mbps):
     """Predictions a + b/bw that are never above the truth (real latency = prediction + extra):
-    after at most one try of each plan, the runner settles on the truly fastest plan."""
+    after at most min_count (2) tries of each plan, the runner settles on the truly fastest plan."""
     terms = {k: (a, b) for k, (a, b, _) in enumerate(plans)}
     fb = PlanFeedback(terms, margin=0.0)
     true_ms = {k: fb.predict(k, mbps) + extra for k, (_, _, extra) in enumerate(plans)}
     table = min(terms, key=lambda k: (fb.predict(k, mbps), k))  # what the table would pick
-    used = _run_feedback(fb, true_ms, mbps, n=len(plans) + 3, table=table)
+    used = _run_feedback(fb, true_ms, mbps, n=2 * len(plans) + 3, table=table)
     best = min(true_ms.values())
     assert true_ms[used[-1]] == pytest.approx(best)
     assert len(set(used)) <= len(plans) and used[-3:] == [used[-1]] * 3  # settled, no flapping
@@ -694,13 +720,13 @@ def test_feedback_never_settles_worse_than_the_table_plan(plans, mbps, margin):
     fb = PlanFeedback(terms, margin=margin)
     true_ms = {k: max(0.1, fb.predict(k, mbps) + extra) for k, (_, _, extra) in enumerate(plans)}
     table = min(terms, key=lambda k: (fb.predict(k, mbps), k))
-    used = _run_feedback(fb, true_ms, mbps, n=2 * len(plans) + 3, table=table)
+    used = _run_feedback(fb, true_ms, mbps, n=3 * len(plans) + 3, table=table)
     assert true_ms[used[-1]] <= true_ms[table] * (1 + margin) + 1e-9
     assert used[-1] == used[-2]
 
 
 def test_feedback_is_local_in_bandwidth_and_time_and_robust_to_one_outlier():
-    fb = PlanFeedback({0: (40.0, 0.0), 1: (10.0, 1000.0), 2: (12.0, 500.0)}, window=5, max_age_s=60.0)
+    fb = PlanFeedback({0: (40.0, 0.0), 1: (10.0, 1000.0), 2: (12.0, 500.0)}, window=5, min_count=1, max_age_s=60.0)
     # at 1000 Mbit/s plan 1 is predicted 11 ms, plan 2 12.5 ms; plan 1 really stalls (+8 ms)
     assert fb.choose(1000.0, 1, now=0.0) == 1
     fb.observe(1, 1000.0, 19.0, now=0.0)
@@ -709,18 +735,31 @@ def test_feedback_is_local_in_bandwidth_and_time_and_robust_to_one_outlier():
     assert fb.choose(1200.0, 1, now=1.0) == 2  # within the bandwidth factor: the residual applies
     assert fb.choose(10000.0, 1, now=1.0) == 1  # 10x away: the prediction alone (no residual there)
     assert fb.choose(1000.0, 1, now=100.0) == 1  # the residual is older than max_age_s: plan 1 again
+    # a plan that moves few bytes: its latency model hardly changes between 400 and 4000 Mbit/s
+    # (a fast link's estimate jitters that much), so a residual seen at one applies at the other
+    fb3 = PlanFeedback({1: (15.0, 100.0), 2: (15.0, 20000.0)}, min_count=1)
+    assert fb3.near(1, 400.0, 4000.0) and not fb3.near(2, 400.0, 4000.0)
+    fb3.observe(1, 400.0, 30.0, now=0.0)
+    fb3.observe(2, 400.0, 30.0, now=0.0)
+    assert fb3.residual(1, 4000.0, now=0.0) == pytest.approx(30.0 - 15.25)
+    assert fb3.residual(2, 4000.0, now=0.0) is None
     # a plan with a few on-prediction requests keeps its place after one slow outlier (median)
     fb2 = PlanFeedback({0: (40.0, 0.0), 1: (10.0, 1000.0), 2: (12.0, 500.0)})
-    for t in range(3):
+    fb2.observe(1, 1000.0, 60.0, now=0.0)  # one slow request alone is not a residual (min_count 2)
+    assert fb2.residual(1, 1000.0, now=0.0) is None and fb2.choose(1000.0, 1, now=0.0) == 1
+    for t in range(1, 4):
         fb2.observe(1, 1000.0, 11.0, now=float(t))
-    fb2.observe(1, 1000.0, 60.0, now=3.0)
-    assert fb2.choose(1000.0, 1, now=4.0) == 1
+    fb2.observe(1, 1000.0, 60.0, now=4.0)
+    assert fb2.residual(1, 1000.0, now=5.0) == pytest.approx(0.0)  # median of 49, 0, 0, 0, 49
+    assert fb2.choose(1000.0, 1, now=5.0) == 1
     # only given (candidate) and allowed plans are chosen; unknown plans are not recorded
     fb.observe(7, 1000.0, 1.0)
     assert 7 not in fb._obs
     assert fb.choose(1000.0, 1, allowed={0, 1}, now=1.0) == 1
     with pytest.raises(onnxsplit.errors.UsageError):
         PlanFeedback({0: (1.0, 0.0)}, margin=1.0)
+    with pytest.raises(onnxsplit.errors.UsageError):
+        PlanFeedback({0: (1.0, 0.0)}, min_count=6, window=5)
 
 
 class _SleepyRunner(_FakeRunner):
@@ -735,14 +774,14 @@ class _SleepyRunner(_FakeRunner):
 
 def test_dynamic_runner_leaves_a_plan_that_is_slower_than_its_model():
     """At 200 Mbit/s the table says full offload (plan 2); its requests really take 60 ms (a stall
-    the additive model does not see): after one of them the runner moves to the split plan."""
+    the additive model does not see): after two of them (min_count) the runner moves to the split plan."""
     dr = _fake_dynamic({"mbps": 200.0})
     dr.runners[2] = _SleepyRunner(100_000, {"mbps": 200.0}, 0.06)
     dr.feedback = PlanFeedback({0: (40.0, 0.0), 1: (3.0, 80.0), 2: (2.0, 0.0)})
     dr.estimator.add_sample(200.0)
     x = np.ones((1, 3), np.float32)
-    plans = [dr.infer({"x": x}).plan for _ in range(4)]
-    assert plans[0] == 2 and plans[1:] == [1, 1, 1]
+    plans = [dr.infer({"x": x}).plan for _ in range(5)]
+    assert plans == [2, 2, 1, 1, 1]
     assert dr.feedback.residual(2, 200.0) > 40.0
     r = dr.infer({"x": x})
     np.testing.assert_array_equal(r.outputs["y"], x * 2)
@@ -768,3 +807,17 @@ def test_runner_feedback_terms_come_from_the_bundle(tiny_dynamic):
         assert dr.feedback is not None and set(dr.feedback.terms) == cands
     with DynamicRunner(out, None, probe_on_start=False, feedback=False) as dr:
         assert dr.feedback is None
+
+
+def test_a_request_that_reveals_a_link_change_is_not_a_residual():
+    """The link drops to 1 Mbit/s while plan 2 (full offload) is in flight: that request's latency
+    says nothing about plan 2 at the old estimate, so feedback does not record it."""
+    dr = _fake_dynamic({"mbps": 200.0})
+    dr.feedback = PlanFeedback({0: (40.0, 0.0), 1: (3.0, 80.0), 2: (2.0, 100.0)}, min_count=1)
+    dr.estimator.add_sample(200.0)
+    x = np.ones((1, 3), np.float32)
+    assert dr.infer({"x": x}).plan == 2 and dr.feedback.residual(2, 200.0) is not None
+    dr.runners[2].link["mbps"] = 1.0
+    n = len(dr.feedback._obs[2])
+    assert dr.infer({"x": x}).plan == 2 and dr.estimator.mbps == pytest.approx(1.0, rel=1e-2)
+    assert len(dr.feedback._obs[2]) == n
