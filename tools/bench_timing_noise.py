@@ -12,7 +12,11 @@ protocol of ``onnxsplit profile``), and reports, per statistic, how far A and B 
 
 Then, for intra-op threads 1 and 2, the coefficient of variation of per-round medians of the same
 net over ``--cv-rounds`` rounds (a 2-vCPU VM whose second vCPU is preempted makes two-thread runs
-wait for it). Prints two tables; ``--json`` for the raw numbers. Run it on an otherwise idle machine
+wait for it). Last, **thread scaling over time**: ``--phase-pairs`` pairs of fresh sessions of net
+``--phase-seed`` (a 320x320 CNN that two threads run in about half the one-thread time when both
+vCPUs deliver), one with 1 intra-op thread then one with 2, back to back: how often two threads
+give their speed-up, and the longest stretch of consecutive pairs without it. Prints three tables;
+``--json`` for the raw numbers. Run it on an otherwise idle machine
 (as root it raises its CPU priority like ``onnxsplit profile --high-priority``).
 
     python tools/bench_timing_noise.py                 # 8 nets, about 30 seconds
@@ -64,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=5, help="fresh sessions per measurement")
     ap.add_argument("--reps", type=int, default=30, help="timed runs per round")
     ap.add_argument("--cv-rounds", type=int, default=30, help="rounds for the thread-count comparison")
+    ap.add_argument("--phase-seed", type=int, default=5, help="netgen seed of the net for the thread-scaling table")
+    ap.add_argument("--phase-pairs", type=int, default=40, help="1-thread/2-thread session pairs for that table (0: skip)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     from onnxsplit.cli import table
@@ -90,6 +96,14 @@ def main(argv: list[str] | None = None) -> int:
             meds = [float(np.median(_round(model, threads, max(5, args.reps // 3)))) for _ in range(args.cv_rounds)]
             doc["cv"][threads] = {"mean_ms": float(np.mean(meds)), "cv_pct": float(np.std(meds) / np.mean(meds) * 100),
                                   "max_over_min": float(max(meds) / min(meds))}
+        if args.phase_pairs > 0:
+            model = build_spec({"gen": "net", "seed": args.phase_seed, "v": 1, "max_mflops": 4000.0})
+            pairs = []
+            for _ in range(args.phase_pairs):
+                one = float(np.median(_round(model, 1, 8)))
+                two = float(np.median(_round(model, 2, 8)))
+                pairs.append((one, two))
+            doc["phases"] = {"seed": args.phase_seed, "pairs_ms": pairs}
         doc["high_priority"] = prio.applied
     if args.json:
         print(json.dumps(doc, indent=1))
@@ -106,6 +120,22 @@ def main(argv: list[str] | None = None) -> int:
     print(table(["threads", "mean ms", "coefficient of variation", "max / min"],
                 [(t, f"{c['mean_ms']:.3f}", f"{c['cv_pct']:.1f} %", f"{c['max_over_min']:.2f}")
                  for t, c in doc["cv"].items()]))
+    if "phases" in doc:
+        ph = doc["phases"]
+        one = np.array([p[0] for p in ph["pairs_ms"]])
+        two = np.array([p[1] for p in ph["pairs_ms"]])
+        speedup = one / two
+        longest = run = 0
+        for x in speedup:
+            run = run + 1 if x < 1.3 else 0
+            longest = max(longest, run)
+        print(f"\nthread scaling over time: net seed {ph['seed']}, {len(one)} pairs of fresh sessions (1 thread, then 2), "
+              "8 runs each:")
+        print(table(["1 thread: median ms (min-max)", "2 threads: median ms (min-max)", "pairs with speed-up >= 1.5",
+                     "pairs with speed-up < 1.3", "longest run of pairs < 1.3"],
+                    [(f"{np.median(one):.2f} ({one.min():.2f}-{one.max():.2f})",
+                      f"{np.median(two):.2f} ({two.min():.2f}-{two.max():.2f})",
+                      f"{int((speedup >= 1.5).sum())}/{len(one)}", f"{int((speedup < 1.3).sum())}/{len(one)}", longest)]))
     return 0
 
 
