@@ -65,7 +65,11 @@ chosen at, and picks the plan with the lowest corrected latency near the current
 table's plan unless another is better by more than 3 %). The model terms per plan come from the
 bundle (:func:`onnxsplit.plan_timing.bundle_plan_terms`: the measured halves after ``onnxsplit
 policy --timings``, else the compile-time predictions); a bundle without either runs the table
-as is. ``feedback=False`` turns it off. ``probe()`` runs one synchronously (done on start when ``probe_on_start``). Thread-safe: the estimator is locked and
+as is. ``feedback=False`` turns it off. ``probe()`` runs one synchronously (done on start when ``probe_on_start``). A request whose
+sample collapsed the estimate also starts a probe at once: the collapse is believed for the next
+requests, but a sender stalled in the middle of its body (an edge at its CPU quota) makes the server
+see a gap and read a rate far below the link's, and the probe (a median of repeats) then restores
+the estimate within one probe instead of one probe interval. Thread-safe: the estimator is locked and
 EdgeRunners are shareable between threads.
 """
 
@@ -464,8 +468,12 @@ class DynamicRunner:
                 return self.estimator.mbps * self.receiver_ramp, False
             n = min(n * self.probe_escalation, cap)
 
-    def _maybe_probe(self) -> None:
-        if self.probe_interval_s <= 0 or time.monotonic() - self.estimator.last_update < self.probe_interval_s:
+    def _maybe_probe(self, *, now: bool = False) -> None:
+        """Probe in the background if the estimate is older than ``probe_interval_s`` (or at once
+        with ``now``); one probe at a time; never with ``probe_interval_s <= 0``."""
+        if self.probe_interval_s <= 0:
+            return
+        if not now and time.monotonic() - self.estimator.last_update < self.probe_interval_s:
             return
         with self._probe_lock:
             if self._probing:
@@ -542,13 +550,16 @@ class DynamicRunner:
                 if rx >= self.estimator.min_bytes and rx_ms >= self.downlink_min_ms:  # downlink, receiver side
                     self.estimator.add_sample(8.0 * rx / (1000.0 * rx_ms) / self._down_ratio)
         timings["total"] = (time.perf_counter() - t0) * 1e3
+        after = self.estimator.mbps
         if self.feedback is not None and b == 1 and not fallback and self.force_plan is None:
-            after = self.estimator.mbps  # a request that moved the estimate by more than the feedback's
+            # a request that moved the estimate by more than the feedback's
             if abs(math.log(max(after, 1e-9) / max(est, 1e-9))) <= self.feedback.log_bandwidth_factor:
                 self.feedback.observe(k, est, timings["total"])  # bandwidth factor timed a link change, not the plan
         with self._count_lock:
             self.counts[k] = self.counts.get(k, 0) + 1
-        if self.runners[k].bundle.boundary == [] or not any(r.attempts for r in results):
+        if after < est / self.estimator.drop_factor:  # collapsed: check it with a probe at once
+            self._maybe_probe(now=True)
+        elif self.runners[k].bundle.boundary == [] or not any(r.attempts for r in results):
             self._maybe_probe()
         return DynamicResult(outputs, timings, k, b, est, fallback, error, results)
 

@@ -669,6 +669,9 @@ def test_bench_e2e_tiny_run(tmp_path):
     assert res["calibration"]["edge_factor"] > 0 and res["calibration"]["per_request_ms"] > 0
     assert "onnxsplit / oracle" in (out / "table.md").read_text() and "dynamic / oracle" in (out / "table.md").read_text()
     assert set(res["dynamic_over_oracle"]) == {"2", "200"}
+    ts = res["trace_summary"]
+    assert len(ts["dynamic_over_phase_best"]) == len(res["trace_schedule"]) and all(r > 0 for r in ts["dynamic_over_phase_best"])
+    assert "dynamic / best plan of each phase" in (out / "table.md").read_text()
     # the plans' halves were timed in their namespaces and the bundle's policy recomputed from them
     half = res["plan_timings"]["half_ms"]
     assert set(half) == {str(p["id"]) for p in res["plans"]}
@@ -821,3 +824,23 @@ def test_a_request_that_reveals_a_link_change_is_not_a_residual():
     n = len(dr.feedback._obs[2])
     assert dr.infer({"x": x}).plan == 2 and dr.estimator.mbps == pytest.approx(1.0, rel=1e-2)
     assert len(dr.feedback._obs[2]) == n
+
+
+def test_a_collapse_is_checked_by_a_probe_at_once():
+    """A request reads the link at a fifth of the estimate (e.g. its sender stalled mid-body): the
+    estimate collapses for the next requests and a probe starts at once, not a probe interval later."""
+    dr = _fake_dynamic({"mbps": 200.0})
+    dr.probe_interval_s = 60.0
+    probes = []
+    done = threading.Event()
+    dr.probe = lambda: (probes.append(dr.estimator.mbps), done.set())
+    x = np.ones((1, 3), np.float32)
+    dr.infer({"x": x})
+    assert dr.estimator.mbps == pytest.approx(200.0, rel=1e-2) and not probes  # fresh estimate: no probe
+    dr.runners[2].link["mbps"] = 10.0
+    dr.infer({"x": x})
+    assert done.wait(5.0) and probes == [pytest.approx(10.0, rel=1e-2)]
+    dr.probe_interval_s = 0.0  # probes off: never, not even after a collapse
+    dr.estimator.add_sample(200.0, trusted=True)
+    dr.infer({"x": x})
+    assert len(probes) == 1
