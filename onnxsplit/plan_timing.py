@@ -22,7 +22,9 @@ Contract:
   from those latencies (at the grid bandwidths; a switch between two grid points is moved to the
   exact crossing of the two plans' latencies) among the plans marked ``policy_candidate`` (fp32 plans, and int8 plans
   that met their accuracy budget); rows for other batch sizes are kept; the predicted rows are
-  kept as ``rows_predicted``. ``DynamicRunner`` then uses the measured policy as it is.
+  kept as ``rows_predicted``. ``DynamicRunner`` then uses the measured policy, and its feedback
+  (:class:`onnxsplit.dynamic.PlanFeedback`) corrects the measured model with each plan's observed
+  latencies (:func:`bundle_plan_terms` gives it the model terms).
 
 CLI: ``onnxsplit measure-plans OUT --side edge -o edge.json`` (on the edge device), the same with
 ``--side cloud`` on the server, then ``onnxsplit policy OUT --timings edge.json cloud.json``.
