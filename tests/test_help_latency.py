@@ -313,9 +313,20 @@ def test_eval_tiny_run_on_synthetic_help_data(tmp_path, capsys):
     assert rc == 0 and "| rpi4 | ort-cpu-fp32 | all | 4 |" in table
 
 
+def _host_cost_model(d: Path):  # noqa: ANN202
+    """A saved host-x86 fp32 cost model fitted (nominally) on ``d/train.csv``."""
+    from onnxsplit.cost import FEATURES, CostModel
+
+    cm = CostModel(target="host-x86", runtime="ort-cpu", precision="fp32", version="1", features=FEATURES,
+                   families={"conv": dict.fromkeys(FEATURES, 0.001)}, overhead_ms=0.01,
+                   provenance={"source": "t", "license": "CC0-1.0", "citation": "", "n_samples": 1,
+                               "date": "2024-01-01", "data_files": ["train.csv"]},
+                   accuracy={"holdout": {"n": 0, "mape_pct": None, "median_ape_pct": None, "spearman": None}})
+    return CostModel.load(cm.save(d / "ort-cpu-fp32.json"))
+
+
 def test_eval_refuses_heldout_model_used_in_fitting(tmp_path):
     """The host-x86 evaluation aborts if a held-out model's structure matches a training model row."""
-    from onnxsplit.cost import FEATURES, CostModel
     from onnxsplit.profile import CSV_COLUMNS, graph_of_spec
 
     spec = {"gen": "zoo", "name": "tiny_cnn"}
@@ -331,12 +342,7 @@ def test_eval_refuses_heldout_model_used_in_fitting(tmp_path):
         w = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
         w.writeheader()
         w.writerow(row)
-    cm = CostModel(target="host-x86", runtime="ort-cpu", precision="fp32", version="1", features=FEATURES,
-                   families={"conv": dict.fromkeys(FEATURES, 0.001)}, overhead_ms=0.01,
-                   provenance={"source": "t", "license": "CC0-1.0", "citation": "", "n_samples": 1,
-                               "date": "2024-01-01", "data_files": ["train.csv"]},
-                   accuracy={"holdout": {"n": 0, "mape_pct": None, "median_ape_pct": None, "spearman": None}})
-    cm = CostModel.load(cm.save(d / "ort-cpu-fp32.json"))
+    cm = _host_cost_model(d)
     fps, names = E.training_fingerprints(cm)
     assert E.fingerprint(g) in fps and names == {"zoo:tiny_cnn"}
     from onnxsplit import zoo
@@ -350,3 +356,37 @@ def test_eval_refuses_heldout_model_used_in_fitting(tmp_path):
                         say=lambda s: None, tolerance=0)
     finally:
         E.host_models = orig
+
+
+def test_eval_host_spreads_each_models_rounds_over_the_run(tmp_path, monkeypatch):
+    """Round r of every held-out model is timed before round r + 1 of any (as `onnxsplit profile`
+    does), each model keeps its lowest round, and cache keys carry the protocol."""
+    import json
+
+    from onnxsplit import zoo
+    from onnxsplit.profile import CSV_COLUMNS
+
+    d = tmp_path / "host-x86"
+    d.mkdir()
+    with open(d / "train.csv", "w", newline="") as f:
+        csv.DictWriter(f, fieldnames=CSV_COLUMNS).writeheader()  # no model rows: nothing can clash
+    cm = _host_cost_model(d)
+    a, b = zoo.tiny_cnn(), zoo.resnet_like()
+    held = [E.HeldOut("A", "generated", lambda: a), E.HeldOut("B", "generated", lambda: b)]
+    monkeypatch.setattr(E, "host_models", lambda which: (held, []))
+    order = []
+    times = {"A": iter([3.0, 1.0, 2.0]), "B": iter([5.0, 6.0, 4.0])}
+
+    def fake_measure(proto, *, rounds, reps, threads):
+        name = "A" if proto is a else "B"
+        assert rounds == 1
+        order.append(name)
+        return next(times[name])
+
+    monkeypatch.setattr(E, "measure", fake_measure)
+    (res,) = E.eval_host([cm], which="quick", rounds=3, reps=3, cache_dir=tmp_path / "cache", remeasure=True,
+                         say=lambda s: None, tolerance=0, high_priority=False)
+    assert order == ["A", "B", "A", "B", "A", "B"]
+    assert {r["name"]: r["measured_ms"] for r in res.groups["all"]} == {"A": 1.0, "B": 4.0}
+    cache = json.loads(next((tmp_path / "cache").glob("*.json")).read_text())
+    assert cache and all(k.endswith(f"|{E.PROTOCOL}") for k in cache)
