@@ -56,7 +56,12 @@ outputs (at least ``min_bytes``) took at least ``downlink_min_ms`` (50) to arriv
 rate over the bundle's down/up bandwidth ratio is one more sample, taken after the request's
 uplink sample (a link that slows down while a request is in flight shows on its response first;
 shorter reads are not timed: an edge process can be descheduled for a scheduling period).
-Requests moving fewer than ``min_bytes`` still only update the rtt minimum.
+Requests moving fewer than ``min_bytes`` still only update the rtt minimum. ``probe()`` runs one
+synchronously (done on start when ``probe_on_start``). A request whose sample collapsed the
+estimate also starts a probe at once: the collapse is believed for the next requests, but a sender
+stalled in the middle of its body (an edge at its CPU quota) makes the server see a gap and read a
+rate far below the link's, and the probe (a median of repeats) then restores the estimate within
+one probe instead of one probe interval.
 
 **Feedback** (:class:`PlanFeedback`, on by default: ``feedback=True``): the table is only as good
 as its latency model, which adds edge, transfer and cloud times. For batch-1 requests the runner
@@ -65,12 +70,10 @@ chosen at, and picks the plan with the lowest corrected latency near the current
 table's plan unless another is better by more than 3 %). The model terms per plan come from the
 bundle (:func:`onnxsplit.plan_timing.bundle_plan_terms`: the measured halves after ``onnxsplit
 policy --timings``, else the compile-time predictions); a bundle without either runs the table
-as is. ``feedback=False`` turns it off. ``probe()`` runs one synchronously (done on start when ``probe_on_start``). A request whose
-sample collapsed the estimate also starts a probe at once: the collapse is believed for the next
-requests, but a sender stalled in the middle of its body (an edge at its CPU quota) makes the server
-see a gap and read a rate far below the link's, and the probe (a median of repeats) then restores
-the estimate within one probe instead of one probe interval. Thread-safe: the estimator is locked and
-EdgeRunners are shareable between threads.
+as is. ``feedback=False`` turns it off.
+
+Thread-safe: the estimator and the feedback are locked and EdgeRunners are shareable between
+threads.
 """
 
 from __future__ import annotations
@@ -185,8 +188,9 @@ class PlanFeedback:
     jitters by several x, which changes little for a plan that moves few bytes).
 
     A plan without such residuals scores its prediction (so one slow request of a plan whose
-    latencies are bimodal, as under a CPU quota, does not send the runner exploring). A request during which the bandwidth
-    estimate moved by more than ``bandwidth_factor`` is not recorded (it timed a link change). The table's plan (the one the runner
+    latencies are bimodal, as under a CPU quota, does not send the runner exploring). The runner
+    does not record a request during which its bandwidth estimate moved by more than
+    ``bandwidth_factor`` (that request timed a link change). The table's plan (the one the runner
     would use without feedback) is kept unless another scores lower by more than ``margin``
     (relative). Only plans given in ``terms`` (the policy candidates: fp32 plans and int8 plans
     within their accuracy budget) are ever chosen.
@@ -195,8 +199,8 @@ class PlanFeedback:
     the table plan's observed latency has been tried, the plan kept is never slower than the table
     plan by more than ``margin``; when every prediction is optimistic (no plan is faster than
     predicted) it is the fastest plan. A plan that is *faster* than predicted is only found if
-    it is tried, i.e. if the plans scoring below it turn out slower than it. Each try costs one
-    request on a plan that may be slow.
+    it is tried, i.e. if the plans scoring below it turn out slower than it. Each try costs up to
+    ``min_count`` requests on a plan that may be slow.
     """
 
     def __init__(self, terms: Mapping[int, tuple[float, float]], *, window: int = 5, min_count: int = 2,
@@ -552,9 +556,10 @@ class DynamicRunner:
         timings["total"] = (time.perf_counter() - t0) * 1e3
         after = self.estimator.mbps
         if self.feedback is not None and b == 1 and not fallback and self.force_plan is None:
-            # a request that moved the estimate by more than the feedback's
+            # a request that moved the estimate by more than the feedback's bandwidth factor timed a
+            # link change, not the plan: not a residual
             if abs(math.log(max(after, 1e-9) / max(est, 1e-9))) <= self.feedback.log_bandwidth_factor:
-                self.feedback.observe(k, est, timings["total"])  # bandwidth factor timed a link change, not the plan
+                self.feedback.observe(k, est, timings["total"])
         with self._count_lock:
             self.counts[k] = self.counts.get(k, 0) + 1
         if after < est / self.estimator.drop_factor:  # collapsed: check it with a probe at once
