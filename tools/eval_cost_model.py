@@ -470,11 +470,14 @@ def _eval_host(models: list[Any], loaded: list[tuple[HeldOut, Any, Any, str]], *
         # rounds spread over the run (round r of every model before round r + 1 of any), as
         # `onnxsplit profile` times its training rows: on this 2-vCPU VM two-thread latencies flip
         # between two states for minutes at a time, and back-to-back rounds can all land in one
+        def key_of(fp: str) -> str:
+            return f"{fp}|{cm.precision}|ort{onnxruntime.__version__}|t{threads}|{PROTOCOL}"
+
         todo: list[tuple[Any, Any, str]] = []
         for h, proto, graph, fp in loaded:
             if cm.precision == "int8" and not h.int8:
                 continue
-            key = f"{fp}|{cm.precision}|ort{onnxruntime.__version__}|t{threads}|{PROTOCOL}"
+            key = key_of(fp)
             if key in cache:
                 continue
             if cached_only:
@@ -485,7 +488,8 @@ def _eval_host(models: list[Any], loaded: list[tuple[HeldOut, Any, Any, str]], *
             except Exception as exc:  # noqa: BLE001 - report and go on
                 say(f"  {h.name} ({cm.precision}): cannot quantize: {str(exc).splitlines()[0][:160]}")
         best: dict[str, float] = {}
-        worst_ratio: dict[str, float | None] = {}
+        clean_ratio: dict[str, float | None] = {}  # worst reference ratio over a model's clean rounds
+        dirty_ratio: dict[str, float] = {}  # reference ratio of its last unclean round
         failed: set[str] = set()
         for r in range(max(1, rounds)):
             for h, timed, key in todo:
@@ -502,27 +506,27 @@ def _eval_host(models: list[Any], loaded: list[tuple[HeldOut, Any, Any, str]], *
                     continue
                 if ms is None:
                     say(f"  {cm.precision:5} {h.name}: round {r + 1} not clean (reference at {ratio:.2f}x)")
-                    worst_ratio.setdefault(key, ratio)
+                    dirty_ratio[key] = ratio
                     continue
                 best[key] = min(ms, best.get(key, math.inf))
-                prev = worst_ratio.get(key)
-                worst_ratio[key] = ratio if prev is None or ratio is None else max(prev, ratio)
+                prev = clean_ratio.get(key)
+                clean_ratio[key] = ratio if prev is None or ratio is None else max(prev, ratio)
             say(f"  {cm.precision} round {r + 1}/{max(1, rounds)} done over {len(todo)} models")
         for h, _timed, key in todo:
             if key in failed:
                 continue
             if key not in best:
-                say(f"  {cm.precision:5} {h.name}: NOT measured: background load (reference at {worst_ratio.get(key) or 0:.2f}x)")
+                say(f"  {cm.precision:5} {h.name}: NOT measured: background load (reference at {dirty_ratio.get(key, 0):.2f}x)")
                 res.unmeasured.append(h.name)
                 continue
             cache[key] = {"name": h.name, "median_ms": best[key], "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-                          "reference_ratio": worst_ratio.get(key), "priority": priority, "protocol": PROTOCOL,
+                          "reference_ratio": clean_ratio.get(key), "priority": priority, "protocol": PROTOCOL,
                           "loadavg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
         _save_cache(cache_dir, cache)
         for h, proto, graph, fp in loaded:
             if cm.precision == "int8" and not h.int8:
                 continue
-            key = f"{fp}|{cm.precision}|ort{onnxruntime.__version__}|t{threads}|{PROTOCOL}"
+            key = key_of(fp)
             if key not in cache:
                 continue
             meas = float(cache[key]["median_ms"])
