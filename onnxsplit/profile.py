@@ -800,7 +800,8 @@ def measure_model(model: onnx.ModelProto, *, threads: int | None = None, warmup:
                   float(times.mean()), n, max(1, warmup))
 
 
-def quantize_qdq(model: onnx.ModelProto, *, n_calibration: int = 4, seed: int = 0) -> onnx.ModelProto:
+def quantize_qdq(model: onnx.ModelProto, *, n_calibration: int = 4, seed: int = 0,
+                 keep_fp32_ops: Sequence[str] = ()) -> onnx.ModelProto:
     """Static QDQ int8 quantization as onnxsplit's edge quantization does it: onnxruntime's
     ``quant_pre_process`` (shape inference and the basic graph optimizations: Conv+BatchNormalization
     folding, ...; skipped if it fails), then ``quantize_static`` with uint8 activations and int8
@@ -809,7 +810,10 @@ def quantize_qdq(model: onnx.ModelProto, *, n_calibration: int = 4, seed: int = 
     Old models are normalised first: graph inputs that merely give initializers a default (IR < 4
     style) are dropped, which ``quant_pre_process`` would otherwise turn into required inputs, and
     an opset below 13 is converted to 13 (per-channel DequantizeLinear needs it); where conversion
-    fails the weights are quantized per tensor."""
+    fails the weights are quantized per tensor. ``keep_fp32_ops``: op types left in fp32 (every
+    other op type onnxruntime's QDQ quantizer knows is quantized; for experiments, e.g.
+    ``tools/bench_int8_ops.py``). onnxruntime may still fuse such an op with a DequantizeLinear
+    before it and a QuantizeLinear after it (one that belongs to a quantized next op)."""
     ort = _ort()
     from onnx import version_converter
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -843,8 +847,14 @@ def quantize_qdq(model: onnx.ModelProto, *, n_calibration: int = 4, seed: int = 
 
         if preprocess_for_quantization(src, Path(tmp) / "pre.onnx"):
             src = Path(tmp) / "pre.onnx"
+        op_types = None
+        if keep_fp32_ops:
+            from onnxruntime.quantization.registry import QDQRegistry
+
+            op_types = [op for op in QDQRegistry if op not in set(keep_fp32_ops)]
         quantize_static(str(src), str(dst), _Reader(), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=opset >= 13)
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=opset >= 13,
+                        op_types_to_quantize=op_types)
         return onnx.load(str(dst))
 
 

@@ -33,3 +33,56 @@ def test_bench_feedback_prints_a_row_per_plan_count():
     bad = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_feedback.py"), "--plans", "0"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "plan counts" in bad.stderr
+
+
+def _ort_ops(model, tmp_path, name):  # noqa: ANN001, ANN202
+    import onnx
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / f"{name}.onnx")
+    ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return {n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node}
+
+
+def test_quantize_qdq_can_leave_op_types_fp32(tmp_path):
+    """keep_fp32_ops: the quantizer puts no QDQ pair of its own around AveragePool, so onnxruntime runs
+    it in fp32 (no QLinearAveragePool) where nothing quantized follows it. Where the next op is
+    quantized, onnxruntime fuses DequantizeLinear -> AveragePool -> QuantizeLinear back into
+    QLinearAveragePool anyway (the limit of this switch, checked here too)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    from onnxsplit.profile import quantize_qdq
+
+    w = onnx.numpy_helper.from_array(np.random.default_rng(0).random((8, 8, 3, 3), dtype=np.float32) * 0.1, "w")
+
+    def model(pool_then_conv: bool):  # noqa: ANN202
+        nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+                 helper.make_node("AveragePool", ["c"], ["p" if pool_then_conv else "y"], kernel_shape=[3, 3],
+                                  pads=[1, 1, 1, 1])]
+        if pool_then_conv:
+            nodes.append(helper.make_node("Conv", ["p", "w"], ["y"], pads=[1, 1, 1, 1]))
+        g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])], [w])
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+        m.ir_version = 8
+        return m
+
+    every = _ort_ops(quantize_qdq(model(False)), tmp_path, "every")
+    kept = _ort_ops(quantize_qdq(model(False), keep_fp32_ops=["AveragePool"]), tmp_path, "kept")
+    assert "QLinearAveragePool" in every and "QLinearConv" in every
+    assert "QLinearAveragePool" not in kept and "AveragePool" in kept and "QLinearConv" in kept
+    refused = _ort_ops(quantize_qdq(model(True), keep_fp32_ops=["AveragePool"]), tmp_path, "refused")
+    assert "QLinearAveragePool" in refused
+
+
+def test_bench_int8_ops_small_run():
+    tool = str(ROOT / "tools" / "bench_int8_ops.py")
+    r = subprocess.run([sys.executable, tool, "--rounds", "1", "--reps", "3"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [ln for ln in r.stdout.splitlines() if ln.startswith(("fp32", "int8"))]
+    assert [ln.split("  ")[0] for ln in rows] == ["fp32", "int8, every op type", "int8, AveragePool fp32"]
+    bad = subprocess.run([sys.executable, tool, "--model", "/nonexistent.onnx"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "no such file" in bad.stderr
