@@ -111,7 +111,7 @@ import os
 import platform
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -800,8 +800,14 @@ def measure_model(model: onnx.ModelProto, *, threads: int | None = None, warmup:
                   float(times.mean()), n, max(1, warmup))
 
 
+#: the int8 quantization scheme of :func:`quantize_qdq` (and of onnxsplit's edge quantization):
+#: measurements taken with another scheme are not comparable (``tools/eval_cost_model.py`` keys its
+#: cache by it). ``dwpool``: AveragePool quantized as a depthwise Conv (cost models v4 on).
+QDQ_SCHEME = "dwpool"
+
+
 def quantize_qdq(model: onnx.ModelProto, *, n_calibration: int = 4, seed: int = 0,
-                 keep_fp32_ops: Sequence[str] = ()) -> onnx.ModelProto:
+                 keep_fp32_ops: Sequence[str] = (), avgpool_as_conv: bool = True) -> onnx.ModelProto:
     """Static QDQ int8 quantization as onnxsplit's edge quantization does it: onnxruntime's
     ``quant_pre_process`` (shape inference and the basic graph optimizations: Conv+BatchNormalization
     folding, ...; skipped if it fails), then ``quantize_static`` with uint8 activations and int8
@@ -813,12 +819,20 @@ def quantize_qdq(model: onnx.ModelProto, *, n_calibration: int = 4, seed: int = 
     fails the weights are quantized per tensor. ``keep_fp32_ops``: op types left in fp32 (every
     other op type onnxruntime's QDQ quantizer knows is quantized; for experiments, e.g.
     ``tools/bench_int8_ops.py``). onnxruntime may still fuse such an op with a DequantizeLinear
-    before it and a QuantizeLinear after it (one that belongs to a quantized next op)."""
+    before it and a QuantizeLinear after it (one that belongs to a quantized next op).
+    ``avgpool_as_conv`` (default, as the edge quantization): ``AveragePool`` nodes are first
+    rewritten as depthwise convolutions (:mod:`onnxsplit.quant.pools`; onnxruntime's
+    ``QLinearAveragePool`` is 5-15x slower than the fp32 pool, int8 depthwise ``QLinearConv`` is not);
+    ``False`` gives the scheme of the cost models before v4, ``QDQ_SCHEME`` names the current one."""
     ort = _ort()
     from onnx import version_converter
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     model = _normalize_for_quantization(model)
+    if avgpool_as_conv:
+        from .quant.pools import avgpool_to_depthwise_conv
+
+        model = avgpool_to_depthwise_conv(model).model
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
     if opset < 13:
         try:
@@ -1037,11 +1051,14 @@ def run_profile(
     device_key: str | None = None,
     session_timeout: float = 0,
     rpc_timeout: float = 30.0,
+    specs: Sequence[tuple[str, dict[str, Any], str]] | None = None,
 ) -> ProfileResult:
     """Measure kernels and models on this machine for ``target``; write the CSV to ``output``.
 
     ``n_nets`` adds that many random realistic networks (:func:`onnxsplit.netgen.net_specs`) as
     whole-model samples (independent of ``include_models``, which selects the built-in list).
+    ``specs`` (``(kind, spec, split)`` triples, e.g. from :func:`redo_specs`) replaces all of these:
+    exactly those samples are timed.
 
     ``high_priority`` raises the profiler's CPU priority during the timing rounds (see
     :class:`HighPriority`): use it on a shared machine so that the medians approximate an idle one.
@@ -1098,16 +1115,17 @@ def run_profile(
                                f"install the onnxruntime build for '{runtime}'")
     log = progress or (lambda s: None)
 
-    overhead = {"gen": "kernel", "op": "overhead", **({"kind": "Neg"} if runtime == "tvm" else {})}
-    specs: list[tuple[str, dict[str, Any], str]] = [("overhead", overhead, "")]
-    specs += [("kernel", s, "") for s in sample_kernel_specs(n_kernels, seed, families=kernel_families)]
-    if include_models:
-        specs += [("model", s, "") for s in model_specs(quick_models)]
-    if n_nets > 0:
-        from .netgen import net_specs
+    if specs is None:
+        overhead = {"gen": "kernel", "op": "overhead", **({"kind": "Neg"} if runtime == "tvm" else {})}
+        specs = [("overhead", overhead, "")]
+        specs += [("kernel", s, "") for s in sample_kernel_specs(n_kernels, seed, families=kernel_families)]
+        if include_models:
+            specs += [("model", s, "") for s in model_specs(quick_models)]
+        if n_nets > 0:
+            from .netgen import net_specs
 
-        specs += [("model", s, "") for s in net_specs(n_nets)]
-    specs += [("model", s, "validate") for s in extra_models]
+            specs += [("model", s, "") for s in net_specs(n_nets)]
+        specs += [("model", s, "validate") for s in extra_models]
 
     skipped: list[tuple[str, str]] = []
     t_start = time.perf_counter()
@@ -1658,6 +1676,57 @@ def read_profile_csv(path: str | Path) -> list[dict[str, Any]]:
         row["_line"] = i
         rows.append(row)
     return rows
+
+
+def redo_specs(rows: Sequence[dict[str, Any]], *, precision: str,
+               with_op: str | None = None) -> list[tuple[str, dict[str, Any], str]]:
+    """``(kind, spec, split)`` of the rows of an earlier profile in ``precision`` (see
+    :func:`read_profile_csv`), to time them again with :func:`run_profile` (``specs=``), e.g. after
+    a change to :func:`quantize_qdq`. ``with_op``: only rows whose fp32 graph contains that ONNX op
+    type. A row without a usable spec is a :class:`ProfileError` naming its line."""
+    out = []
+    for r in rows:
+        if r.get("precision") != precision:
+            continue
+        try:
+            spec = r["spec"] if isinstance(r.get("spec"), dict) else json.loads(r.get("spec") or "")
+        except ValueError:
+            raise ProfileError(f"line {r.get('_line', '?')} ({r.get('name')}): column 'spec' is not JSON; "
+                               "only rows written by `onnxsplit profile` can be timed again") from None
+        if with_op is not None:
+            try:
+                ops = {n.op_type for n in build_spec(spec).graph.node}
+            except Exception as exc:  # noqa: BLE001
+                raise ProfileError(f"line {r.get('_line', '?')} ({r.get('name')}): cannot rebuild its graph: {exc}") from None
+            if with_op not in ops:
+                continue
+        out.append((str(r["kind"]), {k: v for k, v in spec.items() if k != "family"}, str(r.get("split") or "")))
+    return out
+
+
+def merge_profile_rows(old: Sequence[dict[str, Any]], new: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """``old`` with every row that ``new`` re-timed (same kind, spec, precision and split) replaced in
+    place, keeping the old row's name; rows of ``new`` without a match are appended. Returns the rows
+    and how many were replaced."""
+    def key(r: Mapping[str, Any]) -> tuple[str, str, str, str]:
+        spec = r.get("spec") or ""
+        try:
+            spec = json.dumps(spec if isinstance(spec, dict) else json.loads(spec), sort_keys=True)
+        except ValueError:
+            pass
+        return str(r["kind"]), spec, str(r["precision"]), str(r.get("split") or "")
+
+    fresh = {key(r): r for r in new}
+    out, used = [], set()
+    for r in old:
+        k = key(r)
+        if k in fresh:
+            out.append({**fresh[k], "name": r["name"]})
+            used.add(k)
+        else:
+            out.append({c: v for c, v in r.items() if c != "_line"})
+    out += [r for r in new if key(r) not in used]
+    return out, len(used)
 
 
 def _umask() -> int:

@@ -70,12 +70,16 @@ def test_quantize_qdq_can_leave_op_types_fp32(tmp_path):
         m.ir_version = 8
         return m
 
-    every = _ort_ops(quantize_qdq(model(False)), tmp_path, "every")
-    kept = _ort_ops(quantize_qdq(model(False), keep_fp32_ops=["AveragePool"]), tmp_path, "kept")
+    every = _ort_ops(quantize_qdq(model(False), avgpool_as_conv=False), tmp_path, "every")
+    kept = _ort_ops(quantize_qdq(model(False), keep_fp32_ops=["AveragePool"], avgpool_as_conv=False), tmp_path, "kept")
     assert "QLinearAveragePool" in every and "QLinearConv" in every
     assert "QLinearAveragePool" not in kept and "AveragePool" in kept and "QLinearConv" in kept
-    refused = _ort_ops(quantize_qdq(model(True), keep_fp32_ops=["AveragePool"]), tmp_path, "refused")
+    refused = _ort_ops(quantize_qdq(model(True), keep_fp32_ops=["AveragePool"], avgpool_as_conv=False), tmp_path, "refused")
     assert "QLinearAveragePool" in refused
+    # the default (onnxsplit's scheme): the pool is quantized as a depthwise Conv, in both graphs
+    for pool_then_conv in (False, True):
+        ops = _ort_ops(quantize_qdq(model(pool_then_conv)), tmp_path, f"dw{pool_then_conv}")
+        assert "QLinearAveragePool" not in ops and "AveragePool" not in ops and "QLinearConv" in ops
 
 
 def test_bench_int8_ops_small_run():
@@ -83,6 +87,7 @@ def test_bench_int8_ops_small_run():
     r = subprocess.run([sys.executable, tool, "--rounds", "1", "--reps", "3"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     rows = [ln for ln in r.stdout.splitlines() if ln.startswith(("fp32", "int8"))]
-    assert [ln.split("  ")[0] for ln in rows] == ["fp32", "int8, every op type", "int8, AveragePool fp32"]
+    assert [ln.split("  ")[0] for ln in rows] == ["fp32", "int8, onnxsplit (AveragePool as depthwise Conv)",
+                                                  "int8, every op type (QLinearAveragePool)", "int8, AveragePool fp32"]
     bad = subprocess.run([sys.executable, tool, "--model", "/nonexistent.onnx"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "no such file" in bad.stderr

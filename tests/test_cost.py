@@ -575,6 +575,46 @@ def test_profile_and_fit_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
         _cli(["cost-model", "fit", str(csv_path), "--target", "rpi4", "-o", str(tmp_path / "r.json")])
 
 
+def test_profile_redo_retimes_selected_rows_in_place(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--redo CSV --redo-op OP: exactly the rows of that precision whose graph has OP are timed again
+    and replace the old rows in place (same order and names); every other row is copied unchanged."""
+    from onnxsplit.profile import merge_profile_rows, redo_specs
+
+    old = tmp_path / "old.csv"
+    assert _cli(["profile", "--target", "host-x86", "-o", str(old), "--kernels", "4", "--families", "pool,elementwise",
+                 "--no-models", "--reps", "3", "--rounds", "1", "--warmup", "1", "--max-seconds", "0.05", "--quiet",
+                 "--seed", "1"]) == 0  # seed 1: one AveragePool among the 4 kernels
+    capsys.readouterr()
+    rows = read_profile_csv(old)
+    avg = [r for r in rows if "AveragePool" in {n.op_type for n in graph_of_spec(r["spec"]).model.graph.node}]
+    assert avg and len(avg) < len(rows), "the sample needs AveragePool rows and others"
+    with open(old, newline="") as f:  # mark the old rows so that a re-timed row is recognisable
+        text = f.read()
+    marked = [dict(r) for r in csv.DictReader(text.splitlines())]
+    for r in marked:
+        r["median_ms"] = "123.0"
+    with open(old, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(CSV_COLUMNS), lineterminator="\n")
+        w.writeheader()
+        w.writerows(marked)
+    new = tmp_path / "new.csv"
+    assert _cli(["profile", "--target", "host-x86", "--redo", str(old), "--redo-op", "AveragePool", "-o", str(new),
+                 "--reps", "3", "--rounds", "1", "--warmup", "1", "--max-seconds", "0.05", "--quiet"]) == 0
+    assert f"re-timed {len(avg)} rows" in capsys.readouterr().out
+    after = read_profile_csv(new)
+    assert [(r["kind"], r["name"], r["spec"]) for r in after] == [(r["kind"], r["name"], r["spec"]) for r in rows]
+    redone = {r["name"] for r in avg}
+    for r in after:
+        assert (r["median_ms"] != 123.0) == (r["name"] in redone), r["name"]
+    assert redo_specs(rows, precision="int8") == []  # the CSV has fp32 rows only
+    merged, n = merge_profile_rows(rows, [])
+    assert n == 0 and len(merged) == len(rows)
+    with pytest.raises(OnnxSplitError, match="--redo-op needs --redo"):
+        _cli(["profile", "--target", "host-x86", "-o", str(new), "--redo-op", "AveragePool"])
+    with pytest.raises(OnnxSplitError, match="no int8 row"):
+        _cli(["profile", "--target", "host-x86", "--precision", "int8", "--redo", str(old), "-o", str(new)])
+
+
 @pytest.mark.slow
 def test_host_model_predicts_fresh_measurements() -> None:
     """Re-measure two zoo models here and compare with the committed host-x86 model (loose bound)."""

@@ -3,11 +3,13 @@
 
 onnxsplit's edge quantization quantizes every op type onnxruntime's QDQ quantizer knows. For some
 of them onnxruntime's int8 kernel is slower than the fp32 one (``QLinearAveragePool``: about 10x
-on this machine), so an int8 edge half can be slower than its fp32 original. This times one model
-three ways -- fp32, int8 with every op type quantized, int8 with ``--keep-fp32`` op types left in
-fp32 -- with the profile's quantization (:func:`onnxsplit.profile.quantize_qdq`: uint8
+on this machine), so an int8 edge half can be slower than its fp32 original; onnxsplit therefore
+quantizes every AveragePool as a depthwise Conv (:mod:`onnxsplit.quant.pools`). This times one
+model four ways -- fp32; int8 as onnxsplit quantizes it; int8 with every op type quantized as is
+(``QLinearAveragePool``, the scheme before cost models v4); int8 with ``--keep-fp32`` op types left
+in fp32 -- with the profile's quantization (:func:`onnxsplit.profile.quantize_qdq`: uint8
 activations, int8 per-channel weights, random calibration), in alternating rounds (fresh session
-per round, so background load hits all three alike), and prints a table.
+per round, so background load hits all variants alike), and prints a table.
 
     python tools/bench_int8_ops.py                       # NAS-Bench-201 net with avg-pool edges
     python tools/bench_int8_ops.py --model m.onnx --keep-fp32 AveragePool,GlobalAveragePool
@@ -76,8 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         import help_latency as H
 
         model, name = H.nasbench201_onnx(args.nb201, none_mode="prune"), f"nb201 {args.nb201}"
-    variants = {"fp32": model, "int8, every op type": quantize_qdq(model),
-                f"int8, {','.join(keep)} fp32": quantize_qdq(model, keep_fp32_ops=keep)}
+    variants = {"fp32": model,
+                "int8, onnxsplit (AveragePool as depthwise Conv)": quantize_qdq(model),
+                "int8, every op type (QLinearAveragePool)": quantize_qdq(model, avgpool_as_conv=False),
+                f"int8, {','.join(keep)} fp32": quantize_qdq(model, keep_fp32_ops=keep, avgpool_as_conv=False)}
     ms: dict[str, list[float]] = {k: [] for k in variants}
     for _ in range(args.rounds):
         for k, m in variants.items():

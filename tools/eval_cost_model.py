@@ -451,7 +451,7 @@ def _eval_host(models: list[Any], loaded: list[tuple[HeldOut, Any, Any, str]], *
     import onnxruntime
 
     from onnxsplit.cost import predict
-    from onnxsplit.profile import quantize_qdq
+    from onnxsplit.profile import QDQ_SCHEME, quantize_qdq
 
     results = []
     guard = None
@@ -471,7 +471,9 @@ def _eval_host(models: list[Any], loaded: list[tuple[HeldOut, Any, Any, str]], *
         # `onnxsplit profile` times its training rows: on this 2-vCPU VM two-thread latencies flip
         # between two states for minutes at a time, and back-to-back rounds can all land in one
         def key_of(fp: str) -> str:
-            return f"{fp}|{cm.precision}|ort{onnxruntime.__version__}|t{threads}|{PROTOCOL}"
+            # int8: the quantization scheme too (a measurement of another scheme times another graph)
+            scheme = f"|q={QDQ_SCHEME}" if cm.precision == "int8" else ""
+            return f"{fp}|{cm.precision}|ort{onnxruntime.__version__}|t{threads}|{PROTOCOL}{scheme}"
 
         todo: list[tuple[Any, Any, str]] = []
         for h, proto, graph, fp in loaded:

@@ -82,10 +82,23 @@ def cmd_profile(args: argparse.Namespace) -> int:
     target = load_target(args.target)
     precisions = _csv_list(args.precision, ("fp32", "int8"), "--precision")
     extra = [_parse_model_arg(m) for m in args.model or []]
+    redo_rows, specs = None, None
+    if args.redo_op and not args.redo:
+        raise UsageError("--redo-op needs --redo CSV (the profile whose rows are timed again)")
+    if args.redo:
+        from ..profile import read_profile_csv, redo_specs
+
+        if len(precisions) != 1:
+            raise UsageError(f"--redo times the rows of one precision; pass --precision fp32 or int8, not {args.precision}")
+        redo_rows = read_profile_csv(args.redo)
+        specs = redo_specs(redo_rows, precision=precisions[0], with_op=args.redo_op)
+        if not specs:
+            raise UsageError(f"--redo {args.redo}: no {precisions[0]} row" + (f" contains {args.redo_op}" if args.redo_op else "")
+                             + "; nothing to time")
     say = (lambda s: None) if args.json or args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     res = run_profile(
         target.name if not str(args.target).endswith(".toml") else args.target,
-        args.output,
+        args.output if redo_rows is None else None,  # --redo: written below, merged with the earlier rows
         runtime=args.runtime,
         precisions=precisions,
         n_kernels=args.kernels,
@@ -106,7 +119,14 @@ def cmd_profile(args: argparse.Namespace) -> int:
         rpc=args.rpc,
         device_key=args.device_key,
         session_timeout=args.session_timeout,
+        specs=specs,
     )
+    replaced = None
+    if redo_rows is not None:
+        from ..profile import merge_profile_rows, write_profile_csv
+
+        merged, replaced = merge_profile_rows(redo_rows, res.rows)
+        res.path = write_profile_csv(merged, args.output)
     groups: dict[tuple[str, str, str], list[float]] = {}
     for r in res.rows:
         key = (r["precision"], r["kind"], r["family"] or "-")
@@ -138,7 +158,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
     if isinstance(load, (int, float)) and summary["threads"] and load > 0.5 and not high:
         warn = f"  (load average {load}: background load inflates times; profile an idle machine or use --high-priority)"
     skipped = f", {len(res.skipped)} sample(s) skipped (listed above)" if res.skipped else ""
-    print(f"\nwrote {len(res.rows)} rows to {res.path} in {res.wall_s:.0f} s, {summary['threads']} threads{skipped}{warn}")
+    if replaced is not None:
+        print(f"\nre-timed {len(res.rows)} rows of {args.redo} ({replaced} replaced in place) and wrote them with its other "
+              f"rows to {res.path} in {res.wall_s:.0f} s, {summary['threads']} threads{skipped}{warn}")
+    else:
+        print(f"\nwrote {len(res.rows)} rows to {res.path} in {res.wall_s:.0f} s, {summary['threads']} threads{skipped}{warn}")
     print(f"fit with: onnxsplit cost-model fit {res.path} --target {target.name}")
     return 0
 
@@ -303,6 +327,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device-key", metavar="KEY", help="device key the board's RPC server registered with")
     p.add_argument("--session-timeout", type=float, default=0, metavar="S",
                    help="RPC session time limit in seconds (default 0: none)")
+    p.add_argument("--redo", metavar="CSV",
+                   help="time the rows of this earlier profile (its --precision rows) again instead of sampling, e.g. "
+                        "after a quantizer change; -o gets all of CSV's rows with the re-timed ones replaced")
+    p.add_argument("--redo-op", metavar="OP", help="with --redo: only rows whose graph contains this ONNX op type")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary")
     p.set_defaults(func=cmd_profile)

@@ -6,7 +6,10 @@ Contract of :func:`quantize_split` (the split mechanism itself is untouched):
   format, weights int8 per channel (symmetric), activations uint8 per tensor (asymmetric), ranges
   from the calibration samples with ``calibrate_method`` (default MinMax, see
   :data:`DEFAULT_CALIBRATE_METHOD`). ``nodes_to_exclude`` (IR node names) stay fp32. onnxruntime
-  inserts every QuantizeLinear/DequantizeLinear; onnxsplit writes no quantization kernels.
+  inserts every QuantizeLinear/DequantizeLinear; onnxsplit writes no quantization kernels. Every
+  ``AveragePool`` is first rewritten as an equal depthwise ``Conv`` (:mod:`onnxsplit.quant.pools`:
+  onnxruntime's int8 ``QLinearAveragePool`` is 5-15x slower than the fp32 pool, its int8 depthwise
+  Conv is not); the report lists them under ``avgpool_as_conv``.
 - **Boundary**, per edge-produced float32 tensor crossing the cut:
 
   - ``int8``: the edge model ends in a QuantizeLinear whose uint8 output ``<name>_quantized`` is an
@@ -46,6 +49,8 @@ from onnx import TensorProto, helper, numpy_helper
 from ..errors import OnnxSplitError, PlanError
 from ..split import SplitModels
 from .calib import CalibrationData
+from .pools import avgpool_to_depthwise_conv
+from .pools import unique_name as _unique
 
 __all__ = [
     "BOUNDARY_DTYPES",
@@ -284,7 +289,9 @@ class ModelQuantizer:
 
     ``compute_names`` names the model's compute nodes (IR names, see :func:`name_nodes`). The
     calibration ranges are computed on the first :meth:`quantize` call and reused (onnxruntime's
-    ``calibration_cache_path`` where available).
+    ``calibration_cache_path`` where available). ``avgpool_as_conv`` (default on) quantizes every
+    ``AveragePool`` as an equal depthwise Conv (:mod:`onnxsplit.quant.pools`); the rewritten nodes
+    keep their IR names, so ``nodes_to_exclude`` and :meth:`owners` still refer to the pools.
     """
 
     def __init__(
@@ -296,6 +303,7 @@ class ModelQuantizer:
         calibrate_method: str = DEFAULT_CALIBRATE_METHOD,
         per_channel: bool = True,
         preprocess: bool = True,
+        avgpool_as_conv: bool = True,
     ):
         from onnxruntime.quantization import quantize_static
 
@@ -312,7 +320,13 @@ class ModelQuantizer:
         self.dir = Path(self._tmp.name)
         named = name_nodes(model, compute_names)
         src = self.dir / "model.onnx"
-        _save(named, src)
+        self.avgpool_as_conv: list[str] = []  # IR names of the AveragePool nodes quantized as depthwise Conv
+        if avgpool_as_conv:
+            rewrite = avgpool_to_depthwise_conv(named)  # keeps the pool's node name: ownership below still holds
+            self.avgpool_as_conv = rewrite.rewritten
+            _save(rewrite.model, src)
+        else:
+            _save(named, src)
         self.path = src
         self.preprocessed = False
         if preprocess:
@@ -523,7 +537,8 @@ def quantize_split(
             if own is not None:
                 own.close()
         quantized = q.owners(quantized_node_names(edge))
-        report = {"preprocessed": q.preprocessed, "calibrate_method": q.calibrate_method, "per_channel": q.per_channel}
+        report = {"preprocessed": q.preprocessed, "calibrate_method": q.calibrate_method, "per_channel": q.per_channel,
+                  "avgpool_as_conv": list(q.avgpool_as_conv)}
     elif edge is not None:
         edge = name_nodes(edge, parts.edge_nodes)
 
@@ -598,15 +613,6 @@ def _all_names(m: onnx.ModelProto) -> set[str]:
         names.update(n.output)
         names.add(n.name)
     return names
-
-
-def _unique(base: str, taken: set[str]) -> str:
-    name, k = base, 0
-    while name in taken:
-        k += 1
-        name = f"{base}_{k}"
-    taken.add(name)
-    return name
 
 
 def _initializer(m: onnx.ModelProto, name: str) -> np.ndarray | None:
