@@ -72,6 +72,20 @@ bundle (:func:`onnxsplit.plan_timing.bundle_plan_terms`: the measured halves aft
 policy --timings``, else the compile-time predictions); a bundle without either runs the table
 as is. ``feedback=False`` turns it off.
 
+**Hedging** (on by default: ``hedge=True``; needs the same latency model as the feedback): a
+batch-1 request of a plan with a cloud half runs in a worker thread with a deadline of
+``hedge_factor`` (2) x the plan's predicted latency at the estimate (corrected by the feedback) +
+``hedge_slack_ms`` (50). A request still unanswered then is *hedged*: the runner runs
+:attr:`DynamicRunner.hedge_plan` (the table's plan at the lowest bandwidth when it sends nothing,
+e.g. an int8 all-edge plan; else all-edge) here and returns its answer (``DynamicResult.plan`` is
+that plan, ``hedged_from`` the abandoned one). The abandoned request is not cancelled once it is
+on the wire: it finishes in the background, and its bandwidth samples count when it does. A
+hedge is itself a sample: a body of ``B`` bytes unanswered after ``T`` ms says the link is at most
+``8 * B / (1000 * T)`` Mbit/s, which replaces a higher estimate when it is a collapse (and starts a
+probe at once, as above). So a request sent on a stale estimate (the link dropped between two
+requests) costs about its deadline plus the local plan, not the whole transfer at the new rate.
+Hedged requests are not feedback residuals.
+
 Thread-safe: the estimator and the feedback are locked and EdgeRunners are shareable between
 threads.
 """
@@ -288,6 +302,63 @@ class PlanFeedback:
             self._obs[k].append((now, math.log(float(mbps)), p, float(total_ms) - p))
 
 
+class _DaemonPool:
+    """A few daemon worker threads for hedged requests. Unlike ``ThreadPoolExecutor`` (whose threads
+    the interpreter joins at exit), an abandoned request still on a slow link never holds up the
+    process's exit. Returns ``concurrent.futures.Future`` objects (cancellable while queued)."""
+
+    def __init__(self, max_workers: int, name: str):
+        import queue
+
+        self._q: Any = queue.SimpleQueue()
+        self._max, self._name = int(max_workers), name
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Any, *args: Any) -> Any:
+        import concurrent.futures as cf
+
+        f: cf.Future = cf.Future()
+        with self._lock:
+            if self._idle == 0 and len(self._threads) < self._max:
+                t = threading.Thread(target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True)
+                self._threads.append(t)
+                t.start()
+            else:
+                self._idle = max(0, self._idle - 1)
+        self._q.put((f, fn, args))
+        return f
+
+    def _work(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            f, fn, args = item
+            if f.set_running_or_notify_cancel():
+                try:
+                    f.set_result(fn(*args))
+                except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+                    f.set_exception(exc)
+            with self._lock:
+                self._idle += 1
+
+    def shutdown(self) -> None:
+        """Stop idle workers (busy ones end after their request); queued requests are cancelled."""
+        import queue
+
+        while True:
+            try:
+                item = self._q.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                item[0].cancel()
+        for _ in self._threads:
+            self._q.put(None)
+
+
 @dataclass
 class DynamicResult:
     outputs: dict[str, np.ndarray]
@@ -298,6 +369,7 @@ class DynamicResult:
     fallback: bool = False
     error: str | None = None
     results: list = field(default_factory=list)  # per-slice runtime Results
+    hedged_from: int | None = None  # plan abandoned at its deadline (``plan`` answered instead)
 
 
 #: receiver-side rates need at least this many bytes and this long a window to be trusted
@@ -335,7 +407,8 @@ class DynamicRunner:
                  force_plan: int | None = None, probe_target_ms: float = 8.0, probe_max_bytes: int = 1 << 20,
                  probe_headroom: float = 4.0, probe_repeats: int = 3, receiver_ramp: float = 2.0,
                  probe_escalation: int = 8, downlink_min_ms: float = 50.0,
-                 feedback: bool | PlanFeedback = True, **runner_kwargs: Any):
+                 feedback: bool | PlanFeedback = True, hedge: bool = True, hedge_factor: float = 2.0,
+                 hedge_slack_ms: float = 50.0, **runner_kwargs: Any):
         from .runtime import EdgeRunner
 
         self.bundle = bundle if isinstance(bundle, DynamicBundle) else load_dynamic_bundle(bundle)
@@ -369,6 +442,20 @@ class DynamicRunner:
 
             terms = bundle_plan_terms(self.bundle)
             self.feedback = PlanFeedback(terms) if terms else None
+        if not hedge_factor >= 1 or not hedge_slack_ms >= 0:
+            raise UsageError("hedge_factor must be >= 1 and hedge_slack_ms >= 0")
+        self.hedge_factor, self.hedge_slack_ms = float(hedge_factor), float(hedge_slack_ms)
+        self._hedge_model: PlanFeedback | None = None  # predicts a plan's latency for its deadline
+        if hedge:
+            if self.feedback is not None:
+                self._hedge_model = self.feedback
+            else:
+                from .plan_timing import bundle_plan_terms
+
+                terms = bundle_plan_terms(self.bundle)
+                self._hedge_model = PlanFeedback(terms) if terms else None
+        self.hedge_plan = self._local_plan()
+        self._pool: Any = None  # ThreadPoolExecutor of hedged requests, created on first use
         self._probe_endpoint = True  # until a server answers 404 to it
         self._down_until = 0.0
         self._probe_lock = threading.Lock()
@@ -397,6 +484,28 @@ class DynamicRunner:
         if self.feedback is not None and batch_size == 1:
             k = self.feedback.choose(bw, k, allowed=self.runners)
         return k
+
+    def _local_plan(self) -> int:
+        """The plan a hedged request falls back to: the table's plan at the lowest bandwidth if it
+        sends nothing (e.g. an int8 all-edge plan), else the all-edge plan."""
+        k = self.bundle.lookup(self.estimator.floor_mbps, 1)
+        r = self.runners.get(k)
+        return k if r is not None and r.bundle.cloud_path is None else self.bundle.all_edge
+
+    def deadline_ms(self, k: int, mbps: float) -> float | None:
+        """How long a batch-1 request of plan ``k`` chosen at ``mbps`` may take before the runner
+        hedges it (``hedge_factor`` x its predicted latency, corrected by the feedback, +
+        ``hedge_slack_ms``); None where it is not hedged (no cloud half, no latency model)."""
+        m = getattr(self, "_hedge_model", None)
+        r = self.runners.get(k)
+        if m is None or k not in m.terms or r is None or r.server_url is None or r.bundle.cloud_path is None:
+            return None
+        if k == getattr(self, "hedge_plan", self.bundle.all_edge):
+            return None
+        ms = m.score(k, mbps) if m is self.feedback else m.predict(k, mbps)
+        if not math.isfinite(ms):
+            return None
+        return self.hedge_factor * max(ms, 0.0) + self.hedge_slack_ms
 
     def _probe_plan(self) -> int | None:
         cands = []
@@ -519,24 +628,47 @@ class DynamicRunner:
             outs.append(res.outputs)
         return {n: np.concatenate([o[n] for o in outs], axis=0) for n in outs[0]}, results
 
-    def infer(self, feeds: Mapping[str, np.ndarray]) -> DynamicResult:
-        t0 = time.perf_counter()
-        b = self.batch_size_of(feeds)
-        est = self.estimator.mbps
-        k = self.choose(b, est)
-        error, fallback = None, False
+    def _run_hedged(self, k: int, feeds: Mapping[str, np.ndarray], deadline_ms: float,
+                    t0: float) -> tuple[dict, list, int, int | None]:
+        """Run batch-1 plan ``k`` in a worker thread; if it has not answered ``deadline_ms`` after
+        ``t0``, run :attr:`hedge_plan` here and return that (plan ``k``'s request goes on in the
+        background and its bandwidth samples still count when it ends). Returns (outputs, results,
+        plan that answered, plan hedged from or None)."""
+        import concurrent.futures as cf
+
+        if self._pool is None:
+            self._pool = _DaemonPool(4, "onnxsplit-hedge")
+        fut = self._pool.submit(self._run_plan, k, feeds, 1)
+        wait_s = max(0.0, deadline_ms / 1e3 - (time.perf_counter() - t0))
         try:
-            outputs, results = self._run_plan(k, feeds, b)
-        except Exception as exc:  # noqa: BLE001 - never drop a request: redo it all-edge, locally
-            error, fallback = f"plan {k}: {type(exc).__name__}: {exc}", True
-            self._down_until = time.monotonic() + self.cooldown_s
-            k_failed, k = k, self.bundle.all_edge
-            outputs, results = self._run_plan(k, feeds, b)
-            error = error or f"plan {k_failed} failed"
-        timings: dict[str, float] = {}
+            outputs, results = fut.result(timeout=wait_s)
+            return outputs, results, k, None
+        except cf.TimeoutError:
+            pass
+        elapsed_ms = (time.perf_counter() - t0) * 1e3
+        up, _ = _cloud_bytes(self.runners[k].bundle)
+        if fut.cancel():  # still queued behind abandoned requests: it never ran, it says nothing of the link
+            pass
+        elif up >= self.estimator.min_bytes:  # not answered after elapsed_ms: the link is at most this fast
+            bound = 8.0 * up / (1000.0 * max(elapsed_ms, 1e-3))
+            if bound < self.estimator.mbps:
+                self.estimator.add_sample(bound)
+
+        def late(f: Any) -> None:  # the abandoned request's own samples, when it ends
+            try:
+                _, res = f.result()
+                self._learn(k, res)
+            except Exception:  # noqa: BLE001 - it was abandoned; the answer came from the hedge
+                pass
+
+        fut.add_done_callback(late)
+        outputs, results = self._run_plan(self.hedge_plan, feeds, 1)
+        return outputs, results, self.hedge_plan, k
+
+    def _learn(self, k: int, results: list) -> tuple[bool, str | None]:
+        """Bandwidth samples of plan ``k``'s runtime results; returns (any fell back, first error)."""
+        fallback, error = False, None
         for res in results:
-            for name, v in res.timings_ms.items():
-                timings[name] = timings.get(name, 0.0) + v
             if res.fallback:
                 fallback = True
                 error = error or res.error
@@ -553,9 +685,36 @@ class DynamicRunner:
                 rx, rx_ms = srv.get("client_receive_bytes", 0.0), srv.get("client_receive_ms", 0.0)
                 if rx >= self.estimator.min_bytes and rx_ms >= self.downlink_min_ms:  # downlink, receiver side
                     self.estimator.add_sample(8.0 * rx / (1000.0 * rx_ms) / self._down_ratio)
+        return fallback, error
+
+    def infer(self, feeds: Mapping[str, np.ndarray]) -> DynamicResult:
+        t0 = time.perf_counter()
+        b = self.batch_size_of(feeds)
+        est = self.estimator.mbps
+        k = self.choose(b, est)
+        error, fallback, hedged_from = None, False, None
+        deadline = self.deadline_ms(k, est) if b == 1 and self.force_plan is None else None
+        try:
+            if deadline is not None:
+                outputs, results, k, hedged_from = self._run_hedged(k, feeds, deadline, t0)
+            else:
+                outputs, results = self._run_plan(k, feeds, b)
+        except Exception as exc:  # noqa: BLE001 - never drop a request: redo it all-edge, locally
+            error, fallback = f"plan {k}: {type(exc).__name__}: {exc}", True
+            self._down_until = time.monotonic() + self.cooldown_s
+            k_failed, k = k, self.bundle.all_edge
+            outputs, results = self._run_plan(k, feeds, b)
+            error = error or f"plan {k_failed} failed"
+        timings: dict[str, float] = {}
+        for res in results:
+            for name, v in res.timings_ms.items():
+                timings[name] = timings.get(name, 0.0) + v
+        fell_back, err = self._learn(k, results)
+        fallback, error = fallback or fell_back, error or err
         timings["total"] = (time.perf_counter() - t0) * 1e3
         after = self.estimator.mbps
-        if self.feedback is not None and b == 1 and not fallback and self.force_plan is None:
+        if (self.feedback is not None and b == 1 and not fallback and self.force_plan is None
+                and hedged_from is None):
             # a request that moved the estimate by more than the feedback's bandwidth factor timed a
             # link change, not the plan: not a residual
             if abs(math.log(max(after, 1e-9) / max(est, 1e-9))) <= self.feedback.log_bandwidth_factor:
@@ -566,9 +725,11 @@ class DynamicRunner:
             self._maybe_probe(now=True)
         elif self.runners[k].bundle.boundary == [] or not any(r.attempts for r in results):
             self._maybe_probe()
-        return DynamicResult(outputs, timings, k, b, est, fallback, error, results)
+        return DynamicResult(outputs, timings, k, b, est, fallback, error, results, hedged_from)
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
         for r in self.runners.values():
             r.close()
 

@@ -254,6 +254,8 @@ def _fake_dynamic(link, fail_plan=None):
     dr._base_batch = {"x": 1}
     dr.downlink_min_ms, dr._down_ratio = 50.0, 1.0
     dr.feedback = None
+    dr._hedge_model, dr.hedge_plan, dr._pool = None, 0, None  # no latency model: no hedging
+    dr.hedge_factor, dr.hedge_slack_ms = 2.0, 50.0
     return dr
 
 
@@ -425,7 +427,9 @@ def test_loopback_dynamic_runner_exact(tiny_dynamic):
         sp.servers[k].stop()
         dr.estimator._est = 1e4
         r = dr.infer({"image": x})
-        assert r.fallback
+        # the retries outlast the hedging deadline (2 x predicted + 50 ms): answered by the local plan
+        # either way (hedged, or the plan's own fallback when the retries ended first)
+        assert r.fallback or r.hedged_from == k
         np.testing.assert_array_equal(r.outputs[next(iter(r.outputs))], ref)
 
 
@@ -844,3 +848,113 @@ def test_a_collapse_is_checked_by_a_probe_at_once():
     dr.estimator.add_sample(200.0, trusted=True)
     dr.infer({"x": x})
     assert len(probes) == 1
+
+
+def test_a_request_sent_on_a_stale_estimate_is_hedged_locally():
+    """The link drops from 200 to 1 Mbit/s between two requests: the next full-offload request would
+    take ~800 ms. At its deadline (2 x 2.5 ms predicted + 50 ms) the runner answers with the local
+    plan instead, takes the unanswered body as a bandwidth bound (a collapse), and the abandoned
+    request's own sample still counts when it ends."""
+    link = {"mbps": 200.0}
+    dr = _fake_dynamic(link)
+    dr._hedge_model = PlanFeedback({0: (40.0, 0.0), 1: (3.0, 80.0), 2: (2.0, 100.0)})
+    slow = _SleepyRunner(100_000, link, 0.0)
+    dr.runners[2] = slow
+    dr.estimator.add_sample(200.0)
+    x = np.ones((1, 3), np.float32)
+    assert dr.deadline_ms(2, 200.0) == pytest.approx(2 * 2.5 + 50.0)
+    assert dr.deadline_ms(0, 200.0) is None  # the local plan itself is never hedged
+    r = dr.infer({"x": x})
+    assert r.plan == 2 and r.hedged_from is None  # in time: not hedged
+    link["mbps"], slow.sleep_s = 1.0, 0.8
+    t = time.perf_counter()
+    r = dr.infer({"x": x})
+    took_ms = (time.perf_counter() - t) * 1e3
+    assert r.hedged_from == 2 and r.plan == dr.hedge_plan == 0 and not r.fallback
+    assert 50.0 <= took_ms < 500.0
+    np.testing.assert_array_equal(r.outputs["y"], x * 2)
+    bound = 8 * 100_000 / (1000 * 55.0)
+    assert 1.5 < dr.estimator.mbps <= bound + 1e-6  # the bound of the unanswered body
+    assert dr.choose(1) in (0, 1)  # the next request would no longer send everything
+    deadline = time.monotonic() + 5.0
+    while slow.calls < 2:  # the abandoned request ends ...
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    time.sleep(0.05)
+    assert dr.estimator.mbps == pytest.approx(1.0, rel=0.05)  # ... and its 1 Mbit/s sample counts
+    assert dr.infer({"x": x}).plan == 0
+    dr.close()
+
+
+def test_hedging_off_and_failures_still_never_drop():
+    """hedge=False (no latency model for deadlines): the slow request runs to its end; a plan that
+    fails inside the hedging worker is redone all-edge, as without hedging."""
+    link = {"mbps": 200.0}
+    dr = _fake_dynamic(link)
+    dr.runners[2] = _SleepyRunner(100_000, link, 0.2)
+    dr.estimator.add_sample(200.0)
+    x = np.ones((1, 3), np.float32)
+    r = dr.infer({"x": x})
+    assert r.plan == 2 and r.hedged_from is None and r.timings_ms["total"] >= 200.0
+    dr = _fake_dynamic(link, fail_plan=2)
+    dr._hedge_model = PlanFeedback({0: (40.0, 0.0), 1: (3.0, 80.0), 2: (2.0, 100.0)})
+    dr.estimator.add_sample(200.0)
+    r = dr.infer({"x": x})
+    assert r.fallback and r.plan == 0 and "boom" in r.error
+    np.testing.assert_array_equal(r.outputs["y"], x * 2)
+    dr.close()
+
+
+def test_hedge_pool_threads_are_daemons_and_queued_work_can_be_cancelled():
+    from onnxsplit.dynamic import _DaemonPool
+
+    pool = _DaemonPool(1, "t")
+    gate = threading.Event()
+    busy = pool.submit(gate.wait, 5.0)
+    queued = pool.submit(lambda: 1)
+    assert queued.cancel()  # behind a busy worker: never runs
+    gate.set()
+    assert busy.result(timeout=5.0) is True
+    assert pool.submit(lambda: 7).result(timeout=5.0) == 7
+    assert len(pool._threads) == 1 and all(t.daemon for t in pool._threads)  # never joined at exit
+    failing = pool.submit(lambda: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        failing.result(timeout=5.0)
+    pool.shutdown()
+
+
+@pytest.mark.skipif(not _has_server(), reason="onnxsplit.runtime.server not importable")
+def test_run_cli_on_a_dynamic_bundle(tiny_dynamic, tmp_path, capsys):
+    """`onnxsplit run DYNAMIC_OUT --server URL`: per-request plans through one server, the original
+    model's outputs (bit-identical without optimizations), `--plan K` forces a plan; bad flags fail in one line."""
+    import onnxruntime as ort
+
+    from onnxsplit.cli import main
+    from onnxsplit.runtime.server import CloudServer
+
+    out, manifest, _ = tiny_dynamic
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    x = np.random.default_rng(2).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    ref = ort.InferenceSession(str(TINY), so, providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+    np.save(tmp_path / "x.npy", x)
+    split = next(p["id"] for p in manifest["plans"] if p["kind"] != "all-edge")
+    with CloudServer(out, port=0, optimize=False) as srv:
+        assert main(["run", str(out), "--input", str(tmp_path / "x.npy"), "--server", srv.url, "--repeat", "3",
+                     "--no-optimize", "--json", "--output", str(tmp_path / "y.npz")]) == 0
+        doc = json.loads(capsys.readouterr().out)
+        assert doc["dynamic"] and len(doc["requests"]) == 3 and doc["fallbacks"] == 0
+        assert sum(p["requests"] for p in doc["plans"]) == 3
+        np.testing.assert_array_equal(np.load(tmp_path / "y.npz")[next(iter(doc["outputs"]))], ref)
+        assert main(["run", str(out), "--input", str(tmp_path / "x.npy"), "--server", srv.url, "--repeat", "2",
+                     "--no-optimize", "--plan", str(split)]) == 0
+        text = capsys.readouterr().out
+        assert "2 request(s)" in text and "0 fallback(s)" in text
+        assert [ln.split()[1] for ln in text.splitlines()[2:4]] == [str(split), str(split)]  # both rows: plan K
+    assert main(["run", str(out), "--input", str(tmp_path / "x.npy"), "--server", "http://127.0.0.1:1",
+                 "--plan", "99"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--plan 99" in err
+    assert main(["run", str(out / "plans" / str(split)), "--input", str(tmp_path / "x.npy"), "--server",
+                 "http://127.0.0.1:1", "--plan", "0"]) == 2
+    assert "are for dynamic bundles" in capsys.readouterr().err

@@ -204,7 +204,7 @@ def worker(args: argparse.Namespace) -> int:
     urls = {int(k): v for k, v in json.loads(args.urls).items()}
     kw = {"optimize": True, "threads": 1, "timeout": 120.0, "retries": 1}
     dyn = DynamicRunner(args.bundle, urls, estimator=BandwidthEstimator(initial_mbps=10.0, alpha=0.5),
-                        probe_interval_s=args.probe_interval_s, feedback=args.feedback, **kw)
+                        probe_interval_s=args.probe_interval_s, feedback=args.feedback, hedge=args.hedge, **kw)
     # forced plans never probe (probe_interval_s=0): an idle probe thread measurably changed latencies under the quota
     forced = {k: DynamicRunner(dyn.bundle, urls, plans=[k], force_plan=k, probe_on_start=False, probe_interval_s=0, **kw)
               for k in dyn.runners}
@@ -218,7 +218,7 @@ def worker(args: argparse.Namespace) -> int:
         if cmd["cmd"] == "quit":
             break
         runner = dyn if cmd["cmd"] in ("dynamic", "trace-dynamic") else forced[int(cmd["plan"])]
-        lat, plans, ests, ts, fb = [], [], [], [], 0
+        lat, plans, ests, ts, fb, hedged = [], [], [], [], 0, 0
         if cmd["cmd"].startswith("trace"):
             if cmd["cmd"] != "trace-dynamic":
                 runner.infer(feeds)  # warm-up of the forced plan (connection, sessions)
@@ -231,6 +231,7 @@ def worker(args: argparse.Namespace) -> int:
                 plans.append(r.plan)
                 ests.append(r.estimate_mbps)
                 fb += int(r.fallback)
+                hedged += int(r.hedged_from is not None)
         else:
             budget_end = time.monotonic() + float(cmd.get("budget_s", 30))
             min_end = time.monotonic() + float(cmd.get("min_s", 0))
@@ -245,9 +246,10 @@ def worker(args: argparse.Namespace) -> int:
                     plans.append(r.plan)
                     ests.append(r.estimate_mbps)
                     fb += int(r.fallback)
+                    hedged += int(r.hedged_from is not None)
                     if len(lat) >= int(cmd.get("min_n", 3)) and time.monotonic() > budget_end:
                         break
-        print(json.dumps({"lat": lat, "plans": plans, "est": ests, "t": ts, "fallbacks": fb}), flush=True)
+        print(json.dumps({"lat": lat, "plans": plans, "est": ests, "t": ts, "fallbacks": fb, "hedged": hedged}), flush=True)
     return 0
 
 
@@ -351,6 +353,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--feedback", action=argparse.BooleanOptionalAction, default=True,
                     help="dynamic runner corrects its plan choice from observed latencies (onnxsplit.dynamic.PlanFeedback); "
                          "default on")
+    ap.add_argument("--hedge", action=argparse.BooleanOptionalAction, default=True,
+                    help="dynamic runner answers a request that overruns its deadline with the local plan "
+                         "(onnxsplit.dynamic, hedging); default on")
     ap.add_argument("--out", default="out/bench_e2e")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
@@ -435,7 +440,8 @@ def main(argv: list[str] | None = None) -> int:
             results["delay"] = "userspace relay (tools/testbed/delayproxy.py), rtt/2 each way"
         wk = tb.spawn_edge(env_cmd + me + ["--worker", "--bundle", str(out / "bundle"), "--urls", json.dumps(urls),
                                            "--probe-interval-s", str(args.probe_interval_s),
-                                           *([] if args.feedback else ["--no-feedback"])],
+                                           *([] if args.feedback else ["--no-feedback"]),
+                                           *([] if args.hedge else ["--no-hedge"])],
                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         _readline(wk, 600)
 
@@ -469,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  plan {p['id']:2d} {p.get('label', p['kind']):>14s}: median {pct(r['lat'], 50):9.2f} ms  "
                       f"p95 {pct(r['lat'], 95):9.2f}  predicted {preds[p['id']][bw]:9.2f}  n={len(r['lat'])}", flush=True)
             print(f"  dynamic: median {pct(d['lat'], 50):9.2f} ms  p95 {pct(d['lat'], 95):9.2f}  plans used {sorted(set(d['plans']))} "
-                  f"(n={len(d['lat'])})  est {[round(e, 1) for e in d['est']][:8]}", flush=True)
+                  f"(n={len(d['lat'])}, {d.get('hedged', 0)} hedged)  est {[round(e, 1) for e in d['est']][:8]}", flush=True)
             if args.loss:  # packets the loss rule dropped at this bandwidth (all cells, dynamic included)
                 results.setdefault("loss_drops", {})[f"{bw:g}"] = drops = tb.loss_drops()["up"]
                 print(f"  loss: {drops} edge->cloud packets dropped", flush=True)
@@ -489,7 +495,8 @@ def main(argv: list[str] | None = None) -> int:
                 r = _readline(wk, 900)
                 results["trace"][str(method)] = r
                 print(f"  trace {method!s:>8}: mean {mean(r['lat']):9.2f} ms  median {pct(r['lat'], 50):9.2f}  "
-                      f"p95 {pct(r['lat'], 95):9.2f}  n={len(r['lat'])}  plans {sorted(set(r['plans']))}", flush=True)
+                      f"p95 {pct(r['lat'], 95):9.2f}  n={len(r['lat'])}  plans {sorted(set(r['plans']))}"
+                      + (f"  {r.get('hedged', 0)} hedged" if method == "dynamic" else ""), flush=True)
         send({"cmd": "quit"})
         wk.wait(timeout=30)
         srv.stdin.close()

@@ -1,6 +1,8 @@
 """``onnxsplit serve`` and ``onnxsplit run``: the cloud server and the edge runtime from the shell.
 
 ``register(subparsers)`` adds both to the main CLI (errors: one ``error: ...`` line, exit 2).
+``run`` on a dynamic bundle (``compile --dynamic``) runs :class:`onnxsplit.dynamic.DynamicRunner`:
+each request picks its plan from the bandwidth estimate; ``serve`` on it serves every plan.
 ``python -m onnxsplit.runtime.cli serve|run ...`` works on its own too.
 """
 
@@ -170,6 +172,76 @@ def load_inputs(path: str, names: list[str]) -> dict:
     return feeds
 
 
+def _is_dynamic(path: str) -> bool:
+    from ..dynamic_bundle import SCHEMA
+
+    try:
+        return json.loads((Path(path) / "manifest.json").read_text(encoding="utf-8")).get("schema") == SCHEMA
+    except (OSError, ValueError, AttributeError):
+        return False  # load_bundle says what is wrong with it
+
+
+def cmd_run_dynamic(args: argparse.Namespace) -> int:
+    """``onnxsplit run`` on a dynamic bundle: every request picks its plan (onnxsplit.dynamic)."""
+    import numpy as np
+
+    from ..dynamic import BandwidthEstimator, DynamicRunner
+    from ..dynamic_bundle import load_dynamic_bundle
+
+    bundle = load_dynamic_bundle(args.bundle)
+    if args.plan is not None and not 0 <= args.plan < len(bundle.plans):
+        raise UsageError(f"--plan {args.plan}: the bundle has plans 0..{len(bundle.plans) - 1} (`onnxsplit policy {args.bundle}`)")
+    if args.initial_mbps is not None and not args.initial_mbps > 0:
+        raise UsageError("--initial-mbps must be positive")
+    est = BandwidthEstimator(initial_mbps=args.initial_mbps) if args.initial_mbps else None
+    with DynamicRunner(bundle, args.server, estimator=est, force_plan=args.plan,
+                       plans=None if args.plan is None else [args.plan], hedge=not args.no_hedge,
+                       token=_token(args), timeout=args.timeout, retries=args.retries,
+                       fallback=not args.no_fallback, optimize=not args.no_optimize) as runner:
+        first = runner.runners[bundle.all_edge].bundle
+        feeds = load_inputs(args.input, first.input_names)
+        results = [runner.infer(feeds) for _ in range(args.repeat)]
+        counts = dict(runner.counts)
+    res = results[-1]
+    if args.output:
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(out, **res.outputs)
+    per_req = [{"plan": r.plan, "estimate_mbps": round(r.estimate_mbps, 3), "total_ms": round(r.timings_ms["total"], 3),
+                "hedged_from": r.hedged_from, "fallback": r.fallback, **({"error": r.error} if r.error else {})}
+               for r in results]
+    total = [r.timings_ms["total"] for r in results]
+    if args.json:
+        print(json.dumps({
+            "bundle": str(bundle.root), "dynamic": True, "server": args.server, "repeat": args.repeat,
+            "plans": [{"id": int(p["id"]), "kind": p.get("kind"), "requests": counts.get(int(p["id"]), 0)}
+                      for p in bundle.plans],
+            "requests": per_req, "median_total_ms": round(float(np.median(total)), 4),
+            "fallbacks": sum(r.fallback for r in results), "hedged": sum(r.hedged_from is not None for r in results),
+            "final_estimate_mbps": round(runner.estimator.mbps, 3),
+            "outputs": {n: {"dtype": str(a.dtype), "shape": list(a.shape)} for n, a in res.outputs.items()},
+            **({"output_file": str(args.output)} if args.output else {}),
+        }, indent=2))
+        return 0
+    show = per_req if len(per_req) <= 20 else per_req[:10] + per_req[-10:]
+    print(_table(["request", "plan", "estimate Mbit/s", "total ms", "note"],
+                 [(i + 1 if len(per_req) <= 20 or i < 10 else len(per_req) - 20 + i + 1, r["plan"], f"{r['estimate_mbps']:g}",
+                   f"{r['total_ms']:.3f}", ("hedged from plan %d" % r["hedged_from"]) if r["hedged_from"] is not None
+                   else ("fallback: " + (r.get("error") or ""))[:60] if r["fallback"] else "")
+                  for i, r in enumerate(show)]))
+    print()
+    print(_table(["plan", "kind", "requests"], [(int(p["id"]), p.get("kind"), counts.get(int(p["id"]), 0))
+                                                 for p in bundle.plans if counts.get(int(p["id"]), 0)]))
+    print()
+    print(_table(["output", "dtype", "shape"], [(n, str(a.dtype), list(a.shape)) for n, a in res.outputs.items()]))
+    print(f"\n{args.repeat} request(s), median {float(np.median(total)):.3f} ms; "
+          f"{sum(r.hedged_from is not None for r in results)} hedged, {sum(r.fallback for r in results)} fallback(s); "
+          f"bandwidth estimate now {runner.estimator.mbps:g} Mbit/s")
+    if args.output:
+        print(f"wrote {args.output}")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -178,6 +250,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.repeat < 1:
         raise UsageError("--repeat must be >= 1")
+    if _is_dynamic(args.bundle):
+        return cmd_run_dynamic(args)
+    if args.plan is not None or args.initial_mbps is not None or args.no_hedge:
+        raise UsageError(f"--plan/--initial-mbps/--no-hedge are for dynamic bundles (`onnxsplit compile --dynamic`); "
+                         f"{args.bundle} is a single split")
     bundle = load_bundle(args.bundle)
     feeds = load_inputs(args.input, bundle.input_names)
     with EdgeRunner(
@@ -274,7 +351,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "or Triton) and print the original outputs; if the server cannot be reached the cloud half runs locally "
         "(fallback).",
     )
-    p.add_argument("bundle", metavar="OUT", help="bundle folder written by `onnxsplit split -o OUT`")
+    p.add_argument("bundle", metavar="OUT", help="bundle folder written by `onnxsplit split -o OUT`, or a dynamic "
+                                                 "bundle (`onnxsplit compile --dynamic -o OUT`): each request then "
+                                                 "picks its plan from the bandwidth estimate")
     p.add_argument("--input", required=True, metavar="X.npy|X.npz", help="input array (.npy) or arrays by input name (.npz)")
     p.add_argument("--server", required=True, metavar="URL", help="cloud server, e.g. http://10.0.0.5:8000")
     p.add_argument("--output", metavar="Y.npz", help="write the outputs here")
@@ -284,6 +363,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-fallback", action="store_true", help="fail instead of running the cloud half locally")
     p.add_argument("--no-optimize", action="store_true", help="disable onnxruntime graph optimizations (bit-exact)")
     p.add_argument("--repeat", type=int, default=1, metavar="N", help="run N times; timings are medians")
+    p.add_argument("--plan", type=int, metavar="K", help="dynamic bundle: always run plan K (default: per request)")
+    p.add_argument("--initial-mbps", type=float, metavar="MBPS",
+                   help="dynamic bundle: bandwidth estimate before the first measurement (default 10; a probe on start replaces it)")
+    p.add_argument("--no-hedge", action="store_true",
+                   help="dynamic bundle: never answer a request that overruns its deadline with the local plan")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of tables")
     p.set_defaults(func=cmd_run)
 
