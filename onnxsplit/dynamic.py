@@ -72,19 +72,21 @@ bundle (:func:`onnxsplit.plan_timing.bundle_plan_terms`: the measured halves aft
 policy --timings``, else the compile-time predictions); a bundle without either runs the table
 as is. ``feedback=False`` turns it off.
 
-**Hedging** (on by default: ``hedge=True``; needs the same latency model as the feedback): a
-batch-1 request of a plan with a cloud half runs in a worker thread with a deadline of
-``hedge_factor`` (2) x the plan's predicted latency at the estimate (corrected by the feedback) +
-``hedge_slack_ms`` (50). A request still unanswered then is *hedged*: the runner runs
-:attr:`DynamicRunner.hedge_plan` (the table's plan at the lowest bandwidth when it sends nothing,
-e.g. an int8 all-edge plan; else all-edge) here and returns its answer (``DynamicResult.plan`` is
-that plan, ``hedged_from`` the abandoned one). The abandoned request is not cancelled once it is
-on the wire: it finishes in the background, and its bandwidth samples count when it does. A
-hedge is itself a sample: a body of ``B`` bytes unanswered after ``T`` ms says the link is at most
-``8 * B / (1000 * T)`` Mbit/s, which replaces a higher estimate when it is a collapse (and starts a
-probe at once, as above). So a request sent on a stale estimate (the link dropped between two
-requests) costs about its deadline plus the local plan, not the whole transfer at the new rate.
-Hedged requests are not feedback residuals.
+**Hedging** (on by default: ``hedge=True``; needs the same latency model as the feedback): the
+cloud round trip of a batch-1 request (after its edge half) gets a deadline of ``hedge_factor`` (2)
+x the plan's whole predicted latency at the estimate (corrected by the feedback) +
+``hedge_slack_ms`` (50) (:meth:`DynamicRunner.deadline_ms`). The edge runner sends the body in
+pieces against that deadline (``EdgeRunner.infer(cloud_deadline_s=...)``, in the calling thread:
+no thread hand-off, which on an edge at its CPU quota can cost whole scheduling periods). A round
+trip still unanswered then is stopped (the connection is closed, so the abandoned body stops
+taking the uplink) and the request is *hedged*: the runner runs :attr:`DynamicRunner.hedge_plan`
+(the table's plan at the lowest bandwidth when it sends nothing, e.g. an int8 all-edge plan; else
+all-edge) and returns its answer (``DynamicResult.plan`` is that plan, ``hedged_from`` the
+abandoned one). A hedge is also a sample: a body of ``B`` bytes unanswered after ``T`` ms says the
+link is at most ``8 * B / (1000 * T)`` Mbit/s, which replaces a higher estimate when it is a
+collapse (and starts a probe at once, as above). So a request sent on a stale estimate (the link
+dropped between two requests) costs about its deadline plus the local plan, not the whole
+transfer at the new rate. Hedged requests are not feedback residuals.
 
 Thread-safe: the estimator and the feedback are locked and EdgeRunners are shareable between
 threads.
@@ -302,63 +304,6 @@ class PlanFeedback:
             self._obs[k].append((now, math.log(float(mbps)), p, float(total_ms) - p))
 
 
-class _DaemonPool:
-    """A few daemon worker threads for hedged requests. Unlike ``ThreadPoolExecutor`` (whose threads
-    the interpreter joins at exit), an abandoned request still on a slow link never holds up the
-    process's exit. Returns ``concurrent.futures.Future`` objects (cancellable while queued)."""
-
-    def __init__(self, max_workers: int, name: str):
-        import queue
-
-        self._q: Any = queue.SimpleQueue()
-        self._max, self._name = int(max_workers), name
-        self._threads: list[threading.Thread] = []
-        self._idle = 0
-        self._lock = threading.Lock()
-
-    def submit(self, fn: Any, *args: Any) -> Any:
-        import concurrent.futures as cf
-
-        f: cf.Future = cf.Future()
-        with self._lock:
-            if self._idle == 0 and len(self._threads) < self._max:
-                t = threading.Thread(target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True)
-                self._threads.append(t)
-                t.start()
-            else:
-                self._idle = max(0, self._idle - 1)
-        self._q.put((f, fn, args))
-        return f
-
-    def _work(self) -> None:
-        while True:
-            item = self._q.get()
-            if item is None:
-                return
-            f, fn, args = item
-            if f.set_running_or_notify_cancel():
-                try:
-                    f.set_result(fn(*args))
-                except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
-                    f.set_exception(exc)
-            with self._lock:
-                self._idle += 1
-
-    def shutdown(self) -> None:
-        """Stop idle workers (busy ones end after their request); queued requests are cancelled."""
-        import queue
-
-        while True:
-            try:
-                item = self._q.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None:
-                item[0].cancel()
-        for _ in self._threads:
-            self._q.put(None)
-
-
 @dataclass
 class DynamicResult:
     outputs: dict[str, np.ndarray]
@@ -455,7 +400,6 @@ class DynamicRunner:
                 terms = bundle_plan_terms(self.bundle)
                 self._hedge_model = PlanFeedback(terms) if terms else None
         self.hedge_plan = self._local_plan()
-        self._pool: Any = None  # ThreadPoolExecutor of hedged requests, created on first use
         self._probe_endpoint = True  # until a server answers 404 to it
         self._down_until = 0.0
         self._probe_lock = threading.Lock()
@@ -493,9 +437,10 @@ class DynamicRunner:
         return k if r is not None and r.bundle.cloud_path is None else self.bundle.all_edge
 
     def deadline_ms(self, k: int, mbps: float) -> float | None:
-        """How long a batch-1 request of plan ``k`` chosen at ``mbps`` may take before the runner
-        hedges it (``hedge_factor`` x its predicted latency, corrected by the feedback, +
-        ``hedge_slack_ms``); None where it is not hedged (no cloud half, no latency model)."""
+        """How long the cloud round trip of a batch-1 request of plan ``k`` chosen at ``mbps`` may
+        take before the runner hedges it (``hedge_factor`` x the plan's whole predicted latency,
+        corrected by the feedback, + ``hedge_slack_ms``); None where it is not hedged (no cloud
+        half, no latency model)."""
         m = getattr(self, "_hedge_model", None)
         r = self.runners.get(k)
         if m is None or k not in m.terms or r is None or r.server_url is None or r.bundle.cloud_path is None:
@@ -628,42 +573,16 @@ class DynamicRunner:
             outs.append(res.outputs)
         return {n: np.concatenate([o[n] for o in outs], axis=0) for n in outs[0]}, results
 
-    def _run_hedged(self, k: int, feeds: Mapping[str, np.ndarray], deadline_ms: float,
-                    t0: float) -> tuple[dict, list, int, int | None]:
-        """Run batch-1 plan ``k`` in a worker thread; if it has not answered ``deadline_ms`` after
-        ``t0``, run :attr:`hedge_plan` here and return that (plan ``k``'s request goes on in the
-        background and its bandwidth samples still count when it ends). Returns (outputs, results,
-        plan that answered, plan hedged from or None)."""
-        import concurrent.futures as cf
-
-        if self._pool is None:
-            self._pool = _DaemonPool(4, "onnxsplit-hedge")
-        fut = self._pool.submit(self._run_plan, k, feeds, 1)
-        wait_s = max(0.0, deadline_ms / 1e3 - (time.perf_counter() - t0))
-        try:
-            outputs, results = fut.result(timeout=wait_s)
-            return outputs, results, k, None
-        except cf.TimeoutError:
-            pass
-        elapsed_ms = (time.perf_counter() - t0) * 1e3
-        up, _ = _cloud_bytes(self.runners[k].bundle)
-        if fut.cancel():  # still queued behind abandoned requests: it never ran, it says nothing of the link
-            pass
-        elif up >= self.estimator.min_bytes:  # not answered after elapsed_ms: the link is at most this fast
-            bound = 8.0 * up / (1000.0 * max(elapsed_ms, 1e-3))
+    def _hedged(self, k: int, exc: Any) -> None:
+        """A cloud round trip of plan ``k`` stopped at its deadline: its body of ``B`` bytes was not
+        answered within ``T`` ms, so the link is at most ``8 * B / (1000 * T)`` Mbit/s (a sample
+        when that is below the estimate)."""
+        up = max(int(getattr(exc, "body_nbytes", 0) or 0), _cloud_bytes(self.runners[k].bundle)[0])
+        t = float(getattr(exc, "elapsed_ms", 0.0) or 0.0)
+        if up >= self.estimator.min_bytes and t > 0:
+            bound = 8.0 * up / (1000.0 * t)
             if bound < self.estimator.mbps:
                 self.estimator.add_sample(bound)
-
-        def late(f: Any) -> None:  # the abandoned request's own samples, when it ends
-            try:
-                _, res = f.result()
-                self._learn(k, res)
-            except Exception:  # noqa: BLE001 - it was abandoned; the answer came from the hedge
-                pass
-
-        fut.add_done_callback(late)
-        outputs, results = self._run_plan(self.hedge_plan, feeds, 1)
-        return outputs, results, self.hedge_plan, k
 
     def _learn(self, k: int, results: list) -> tuple[bool, str | None]:
         """Bandwidth samples of plan ``k``'s runtime results; returns (any fell back, first error)."""
@@ -696,7 +615,15 @@ class DynamicRunner:
         deadline = self.deadline_ms(k, est) if b == 1 and self.force_plan is None else None
         try:
             if deadline is not None:
-                outputs, results, k, hedged_from = self._run_hedged(k, feeds, deadline, t0)
+                from .runtime.client import DeadlineExceeded
+
+                try:
+                    res = self.runners[k].infer(feeds, cloud_deadline_s=deadline / 1e3)
+                    outputs, results = res.outputs, [res]
+                except DeadlineExceeded as exc:
+                    self._hedged(k, exc)
+                    hedged_from, k = k, self.hedge_plan
+                    outputs, results = self._run_plan(k, feeds, 1)
             else:
                 outputs, results = self._run_plan(k, feeds, b)
         except Exception as exc:  # noqa: BLE001 - never drop a request: redo it all-edge, locally
@@ -728,8 +655,6 @@ class DynamicRunner:
         return DynamicResult(outputs, timings, k, b, est, fallback, error, results, hedged_from)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
         for r in self.runners.values():
             r.close()
 

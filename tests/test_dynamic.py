@@ -228,7 +228,7 @@ class _FakeRunner:
         self.nbytes, self.link, self.fail = nbytes, link, fail
         self.calls = 0
 
-    def infer(self, feeds):
+    def infer(self, feeds, cloud_deadline_s=None):
         self.calls += 1
         if self.fail:
             raise RuntimeError("boom")
@@ -774,7 +774,14 @@ class _SleepyRunner(_FakeRunner):
         super().__init__(nbytes, link)
         self.sleep_s = sleep_s
 
-    def infer(self, feeds):
+    def infer(self, feeds, cloud_deadline_s=None):
+        if cloud_deadline_s is not None and self.nbytes and self.sleep_s > cloud_deadline_s:
+            from onnxsplit.runtime.client import DeadlineExceeded
+
+            time.sleep(cloud_deadline_s)  # the edge runner stops the round trip at its deadline
+            self.stopped = getattr(self, "stopped", 0) + 1
+            raise DeadlineExceeded("no answer within the deadline", elapsed_ms=cloud_deadline_s * 1e3,
+                                   body_nbytes=self.nbytes, sent_nbytes=self.nbytes // 2)
         time.sleep(self.sleep_s)
         return super().infer(feeds)
 
@@ -852,9 +859,9 @@ def test_a_collapse_is_checked_by_a_probe_at_once():
 
 def test_a_request_sent_on_a_stale_estimate_is_hedged_locally():
     """The link drops from 200 to 1 Mbit/s between two requests: the next full-offload request would
-    take ~800 ms. At its deadline (2 x 2.5 ms predicted + 50 ms) the runner answers with the local
-    plan instead, takes the unanswered body as a bandwidth bound (a collapse), and the abandoned
-    request's own sample still counts when it ends."""
+    take ~800 ms. Its cloud round trip is stopped at its deadline (2 x 2.5 ms predicted + 50 ms) and
+    the runner answers with the local plan instead, taking the unanswered body as a bandwidth bound
+    (a collapse), so the next request does not send everything again."""
     link = {"mbps": 200.0}
     dr = _fake_dynamic(link)
     dr._hedge_model = PlanFeedback({0: (40.0, 0.0), 1: (3.0, 80.0), 2: (2.0, 100.0)})
@@ -870,20 +877,12 @@ def test_a_request_sent_on_a_stale_estimate_is_hedged_locally():
     t = time.perf_counter()
     r = dr.infer({"x": x})
     took_ms = (time.perf_counter() - t) * 1e3
-    assert r.hedged_from == 2 and r.plan == dr.hedge_plan == 0 and not r.fallback
+    assert r.hedged_from == 2 and r.plan == dr.hedge_plan == 0 and not r.fallback and slow.stopped == 1
     assert 50.0 <= took_ms < 500.0
     np.testing.assert_array_equal(r.outputs["y"], x * 2)
-    bound = 8 * 100_000 / (1000 * 55.0)
-    assert 1.5 < dr.estimator.mbps <= bound + 1e-6  # the bound of the unanswered body
-    assert dr.choose(1) in (0, 1)  # the next request would no longer send everything
-    deadline = time.monotonic() + 5.0
-    while slow.calls < 2:  # the abandoned request ends ...
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    time.sleep(0.05)
-    assert dr.estimator.mbps == pytest.approx(1.0, rel=0.05)  # ... and its 1 Mbit/s sample counts
-    assert dr.infer({"x": x}).plan == 0
-    dr.close()
+    assert dr.estimator.mbps == pytest.approx(8 * 100_000 / (1000 * 55.0), rel=1e-3)  # the bound of the unanswered body
+    assert dr.infer({"x": x}).plan == 1  # the next request no longer sends everything
+    assert dr.feedback is None or all(not v for v in dr.feedback._obs.values())
 
 
 def test_hedging_off_and_failures_still_never_drop():
@@ -903,24 +902,6 @@ def test_hedging_off_and_failures_still_never_drop():
     assert r.fallback and r.plan == 0 and "boom" in r.error
     np.testing.assert_array_equal(r.outputs["y"], x * 2)
     dr.close()
-
-
-def test_hedge_pool_threads_are_daemons_and_queued_work_can_be_cancelled():
-    from onnxsplit.dynamic import _DaemonPool
-
-    pool = _DaemonPool(1, "t")
-    gate = threading.Event()
-    busy = pool.submit(gate.wait, 5.0)
-    queued = pool.submit(lambda: 1)
-    assert queued.cancel()  # behind a busy worker: never runs
-    gate.set()
-    assert busy.result(timeout=5.0) is True
-    assert pool.submit(lambda: 7).result(timeout=5.0) == 7
-    assert len(pool._threads) == 1 and all(t.daemon for t in pool._threads)  # never joined at exit
-    failing = pool.submit(lambda: 1 / 0)
-    with pytest.raises(ZeroDivisionError):
-        failing.result(timeout=5.0)
-    pool.shutdown()
 
 
 @pytest.mark.skipif(not _has_server(), reason="onnxsplit.runtime.server not importable")

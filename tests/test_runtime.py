@@ -28,7 +28,7 @@ from onnxsplit.cli import main as onnxsplit_main
 from onnxsplit.runtime import protocol as P
 from onnxsplit.runtime.bundle import BundleError, load_bundle
 from onnxsplit.runtime.cli import main as runtime_main
-from onnxsplit.runtime.client import CloudUnavailable, EdgeRunner, RemoteError
+from onnxsplit.runtime.client import CloudUnavailable, DeadlineExceeded, EdgeRunner, RemoteError
 from onnxsplit.runtime.server import CloudServer
 from onnxsplit.runtime.triton import write_triton_repository
 from onnxsplit.runtime_ort import random_feeds
@@ -640,6 +640,41 @@ def test_read_timeout_retries_then_fallback(bundles, silent_listener) -> None:  
     with EdgeRunner(bundle, silent_listener, timeout=0.1, retries=0, fallback=False) as r:
         with pytest.raises(CloudUnavailable, match="timed out"):
             r.infer(feeds)
+
+
+def test_cloud_deadline_stops_the_round_trip_without_retry_or_fallback(bundles, silent_listener, server,
+                                                                       tmp_path: Path) -> None:  # noqa: ANN001
+    """infer(cloud_deadline_s=T): a cloud that does not answer in T raises DeadlineExceeded after about
+    T (no retries, no local fallback: the caller decides); a body the peer does not read is stopped
+    mid-way; in time, the result is the normal one and the pooled connection gets its plain timeout back."""
+    bundle, model = bundles["tiny"]
+    feeds = _feeds(model)
+    with EdgeRunner(bundle, silent_listener, timeout=5.0, retries=2, optimize=False) as r:
+        t0 = time.perf_counter()
+        with pytest.raises(DeadlineExceeded, match="no answer within the deadline") as e:
+            r.infer(feeds, cloud_deadline_s=0.2)
+        took = time.perf_counter() - t0
+    assert 0.2 <= took < 2.0 and 190 <= e.value.elapsed_ms < 1500
+    assert e.value.sent_nbytes == e.value.body_nbytes > 0  # a small body: all of it left, no answer came
+    # 32 MB all-cloud request to a peer that never reads: the send blocks once the socket buffers are full
+    big = tmp_path / "big.onnx"
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 1024, 1024])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 1024, 1024])])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(big))
+    big_bundle = _split(big, tmp_path / "big", "--at", "0")
+    x = {"x": np.ones((1, 8, 1024, 1024), np.float32)}
+    with EdgeRunner(big_bundle, silent_listener, timeout=5.0, retries=2) as r:
+        with pytest.raises(DeadlineExceeded) as e:
+            r.infer(x, cloud_deadline_s=0.3)
+    assert 0 < e.value.sent_nbytes < e.value.body_nbytes and e.value.body_nbytes > 32_000_000
+    srv = server("tiny")
+    with EdgeRunner(bundle, srv.url, optimize=False) as r:
+        res = r.infer(feeds, cloud_deadline_s=10.0)
+        assert not res.fallback and res.attempts == 1
+        assert np.array_equal(res.outputs["logits"], _reference(model, feeds)["logits"])
+        assert len(r._pool) == 1 and r._pool[0].sock.gettimeout() == r.timeout
+        assert np.array_equal(r.infer(feeds).outputs["logits"], res.outputs["logits"])
 
 
 def test_503_is_retried_and_cooldown_skips_the_network(bundles) -> None:  # noqa: ANN001

@@ -20,6 +20,7 @@ _EXPORTS = {
     "Result": "client",
     "RemoteError": "client",
     "CloudUnavailable": "client",
+    "DeadlineExceeded": "client",
     "CloudServer": "server",
     "load_bundle": "bundle",
     "Bundle": "bundle",

@@ -17,6 +17,13 @@
 A 4xx answer (wrong token, unknown model, a bundle that does not match the server) is a
 configuration error, not an outage: it raises :class:`RemoteError` instead of falling back.
 
+``infer(feeds, cloud_deadline_s=T)``: the cloud round trip (after the edge half) must end within
+``T`` seconds. The body goes out in 64 KB pieces with the socket timeout set to the time left, so a
+transfer on a link slower than the caller assumed is stopped mid-body; the connection is closed
+(the server drops the partial request) and :class:`DeadlineExceeded` is raised, without retries
+and without the local fallback: the caller (:class:`onnxsplit.dynamic.DynamicRunner`, hedging)
+decides what runs instead.
+
 Timings (ms): ``edge``; ``serialize`` (client request encoding + server response encoding);
 ``network`` (round trip minus everything the server reports: cloud compute and its own
 (de)serialization); ``cloud`` (the server's session.run, or the local one on fallback);
@@ -65,6 +72,24 @@ class RemoteError(OnnxSplitError):
 
 class CloudUnavailable(OnnxSplitError):
     """The cloud could not be reached (after retries) and fallback is disabled."""
+
+
+class DeadlineExceeded(OnnxSplitError):
+    """The cloud round trip did not end within ``cloud_deadline_s`` (see the module docstring).
+    ``elapsed_ms``: from the start of the round trip; ``body_nbytes``: the request body's size;
+    ``sent_nbytes``: how much of it had been handed to the socket."""
+
+    def __init__(self, message: str, *, elapsed_ms: float, body_nbytes: int, sent_nbytes: int):
+        super().__init__(message)
+        self.elapsed_ms, self.body_nbytes, self.sent_nbytes = elapsed_ms, body_nbytes, sent_nbytes
+
+
+class _DeadlineHit(Exception):
+    """Internal: the time left before the deadline ran out (between two socket operations)."""
+
+
+#: with a deadline, the body leaves in pieces of this size (the socket timeout is re-armed before each)
+DEADLINE_CHUNK = 1 << 16
 
 
 @dataclass
@@ -355,8 +380,17 @@ class EdgeRunner:
         return doc
 
     # ------------------------------------------------------------------ one inference request
-    def _post(self, tensors: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, float], dict[str, float]]:
-        """One attempt: (outputs, timings, server-reported timings); raises _Transport (retryable) or RemoteError."""
+    @staticmethod
+    def _arm(conn: http.client.HTTPConnection, deadline: float) -> None:
+        left = deadline - time.perf_counter()
+        if left <= 0:
+            raise _DeadlineHit
+        conn.sock.settimeout(left)  # type: ignore[union-attr]
+
+    def _post(self, tensors: Mapping[str, np.ndarray],
+              deadline: float | None = None) -> tuple[dict[str, np.ndarray], dict[str, float], dict[str, float]]:
+        """One attempt: (outputs, timings, server-reported timings); raises _Transport (retryable),
+        RemoteError, or DeadlineExceeded (``deadline``: a ``time.perf_counter()`` instant)."""
         t0 = time.perf_counter()
         rid = f"{self._id_prefix}{next(self._ids)}"
         enc = encode_request(tensors, binary=self.binary, binary_output=self.binary, request_id=rid)
@@ -368,17 +402,38 @@ class EdgeRunner:
         got_answer = False
         io = 0.0
         rx = 0  # bytes of the binary output tensors, read in ``io`` seconds (a downlink sample)
+        sent = 0
+        t_send = time.perf_counter()
         try:
-            t_send = time.perf_counter()
+            if deadline is not None:
+                if conn.sock is None:
+                    conn.timeout = max(1e-3, min(self.connect_timeout, deadline - time.perf_counter()))
+                    try:
+                        conn.connect()
+                    finally:
+                        conn.timeout = self.connect_timeout
+                self._arm(conn, deadline)
             conn.putrequest("POST", self._infer_path)  # (adds Accept-Encoding: identity)
             for k, v in headers.items():
                 conn.putheader(k, v)
             if enc.content_length <= SMALL_REQUEST:
                 conn.endheaders(enc.body())
+                sent = enc.content_length
             else:
                 conn.endheaders(enc.header)
+                sent = len(enc.header)
                 for b in enc.buffers:
-                    conn.send(b)
+                    if deadline is None:
+                        conn.send(b)
+                        sent += len(b) if isinstance(b, bytes) else b.nbytes
+                        continue
+                    mv = memoryview(b).cast("B")
+                    for i in range(0, len(mv), DEADLINE_CHUNK):
+                        self._arm(conn, deadline)
+                        conn.send(mv[i:i + DEADLINE_CHUNK])
+                        sent += len(mv[i:i + DEADLINE_CHUNK])
+            if deadline is not None:
+                self._arm(conn, deadline)  # for the answer's reads too
             resp = conn.getresponse()
             got_answer = True
             if resp.status != 200:
@@ -419,13 +474,22 @@ class EdgeRunner:
             if resp.will_close:
                 conn.close()
             else:
+                if deadline is not None and conn.sock is not None:
+                    conn.sock.settimeout(self.timeout)  # pooled: back to the plain read timeout
                 self._put_conn(conn)
             conn = None
         except RemoteError:
             raise
         except ProtocolError as exc:
             raise _Transport(exc) from None
-        except (OSError, http.client.HTTPException) as exc:
+        except (_DeadlineHit, OSError, http.client.HTTPException) as exc:
+            if deadline is not None and (isinstance(exc, (_DeadlineHit, socket.timeout, TimeoutError))
+                                         or time.perf_counter() >= deadline):
+                elapsed = (time.perf_counter() - t_send) * 1e3
+                raise DeadlineExceeded(
+                    f"cloud {self.server_url}: no answer within the deadline ({elapsed:.1f} ms; "
+                    f"{sent} of {enc.content_length} request bytes handed to the socket)",
+                    elapsed_ms=elapsed, body_nbytes=enc.content_length, sent_nbytes=sent) from None
             stale = reused and not got_answer and isinstance(
                 exc, (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
             )
@@ -452,13 +516,14 @@ class EdgeRunner:
         return arrays, timings, server
 
     def cloud_infer(
-        self, tensors: Mapping[str, np.ndarray]
+        self, tensors: Mapping[str, np.ndarray], *, deadline_s: float | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, float], int, dict[str, float]]:
         """Send boundary tensors, with retries and backoff.
 
         Returns (cloud outputs, timings, attempts, server-reported timings).
         Raises :class:`CloudUnavailable` when every attempt failed at the transport level or the
-        server answered 5xx, :class:`RemoteError` for a 4xx answer.
+        server answered 5xx, :class:`RemoteError` for a 4xx answer, :class:`DeadlineExceeded` when
+        ``deadline_s`` (seconds from now, retries and backoff included) ran out.
         """
         if not self.server_url:
             raise CloudUnavailable("no server URL given")
@@ -466,13 +531,19 @@ class EdgeRunner:
         stale_retry_used = False
         last: BaseException | None = None
         t_start = time.perf_counter()
+        deadline = None if deadline_s is None else t_start + float(deadline_s)
         i = 0
         while i <= self.retries:
             if i > 0 and last is not None and not getattr(last, "_immediate", False):
-                time.sleep(min(self.max_backoff_s, self.backoff_s * (2 ** (i - 1))))
+                pause = min(self.max_backoff_s, self.backoff_s * (2 ** (i - 1)))
+                if deadline is not None and time.perf_counter() + pause >= deadline:
+                    elapsed = (time.perf_counter() - t_start) * 1e3
+                    raise DeadlineExceeded(f"cloud {self.server_url}: deadline ran out after {attempts} failed attempt(s)",
+                                           elapsed_ms=elapsed, body_nbytes=0, sent_nbytes=0)
+                time.sleep(pause)
             attempts += 1
             try:
-                arrays, timings, server = self._post(tensors)
+                arrays, timings, server = self._post(tensors, deadline)
                 return arrays, timings, attempts, server
             except _Transport as exc:
                 last = exc
@@ -525,8 +596,9 @@ class EdgeRunner:
             raise OnnxSplitError(f"the cloud model failed in onnxruntime on this machine: {_first_line(exc)}") from None
 
     # ------------------------------------------------------------------ the API
-    def infer(self, feeds: Mapping[str, np.ndarray]) -> Result:
-        """Edge half here, cloud half on the server (or here on fallback); original outputs."""
+    def infer(self, feeds: Mapping[str, np.ndarray], *, cloud_deadline_s: float | None = None) -> Result:
+        """Edge half here, cloud half on the server (or here on fallback); original outputs.
+        ``cloud_deadline_s``: see the module docstring (raises :class:`DeadlineExceeded`)."""
         t0 = time.perf_counter()
         feeds = {k: np.asarray(v) for k, v in feeds.items()}
         self.bundle.check_feeds(feeds)
@@ -544,7 +616,7 @@ class EdgeRunner:
                 fallback, error = True, f"cloud marked down for {self._down_until - now:.1f} s more after a failure"
             else:
                 try:
-                    cloud_results, t, attempts, server_t = self.cloud_infer(tensors)
+                    cloud_results, t, attempts, server_t = self.cloud_infer(tensors, deadline_s=cloud_deadline_s)
                     timings.update(t)
                 except CloudUnavailable as exc:
                     if not self.fallback:
