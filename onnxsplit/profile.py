@@ -90,6 +90,8 @@ CSV columns (:data:`CSV_COLUMNS`; units in the names):
 ``priority``        ``high`` when the timing ran with raised CPU priority (``--high-priority``)
 ``tvm``             apache-tvm version that compiled the sample (``tvm`` rows), else empty
 ``tvm_target``      the TVM target dict (JSON) the sample was compiled for (``tvm`` rows), else empty
+``qdq_scheme``      ``int8`` rows: how :func:`quantize_qdq` quantized the graph (:data:`QDQ_SCHEME`;
+                    empty in files written before the column existed); ``fp32`` rows: empty
 ==================  =============================================================================
 
 On a remote board: install onnxsplit there (``pip install onnxsplit``), run the same command with
@@ -148,6 +150,7 @@ CSV_COLUMNS: tuple[str, ...] = (
     "kind", "name", "spec", "family", "n_kernels", "target", "runtime", "precision", "split",
     "threads", "warmup", "reps", "rounds", "median_ms", "min_ms", "p90_ms", "mean_ms",
     "mflops", "in_mb", "out_mb", "param_mb", "onnxruntime", "host", "loadavg_1m", "priority", "tvm", "tvm_target",
+    "qdq_scheme",
 )
 
 _PROVIDERS = {
@@ -1211,7 +1214,7 @@ def _row(e: Any, target: str, runtime: str, warmup: int, extra: dict[str, Any]) 
         "median_ms": round(min(e.round_medians), 6), "min_ms": round(float(times.min()), 6),
         "p90_ms": round(float(np.percentile(times, 90)), 6), "mean_ms": round(float(times.mean()), 6),
         "mflops": round(m["mflops"], 6), "in_mb": round(m["in_mb"], 6), "out_mb": round(m["out_mb"], 6),
-        "param_mb": round(m["param_mb"], 6), **extra,
+        "param_mb": round(m["param_mb"], 6), "qdq_scheme": QDQ_SCHEME if e.precision == "int8" else "", **extra,
     }
 
 

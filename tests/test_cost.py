@@ -497,6 +497,28 @@ def test_profile_smoke_writes_documented_csv(tmp_path: Path) -> None:
     assert isinstance(parsed[1]["median_ms"], float)
 
 
+def test_int8_rows_name_their_quantization_scheme_and_the_fit_reports_it(tmp_path: Path) -> None:
+    """int8 rows record profile.QDQ_SCHEME (fp32 rows leave it empty); an int8 fit's provenance
+    counts the rows per scheme, rows of older files (no value) as 'unrecorded'."""
+    from onnxsplit.cost.fit import fit_profile
+    from onnxsplit.profile import QDQ_SCHEME
+
+    out = tmp_path / "p.csv"
+    run_profile("host-x86", out, n_kernels=3, kernel_families=["elementwise", "pool"], include_models=False,
+                warmup=1, reps=3, rounds=1, max_seconds=0.05, precisions=("fp32", "int8"))
+    rows = read_profile_csv(out)
+    int8 = [r for r in rows if r["precision"] == "int8"]
+    assert int8 and len(int8) < len(rows)
+    assert {r["qdq_scheme"] for r in int8} == {QDQ_SCHEME}
+    assert {r["qdq_scheme"] for r in rows if r["precision"] == "fp32"} == {""}
+    m = fit_profile(rows, target="host-x86", precision="int8", holdout_fraction=0.0)
+    assert m.provenance["qdq_scheme"] == f"{QDQ_SCHEME} ({len(int8)} rows)"
+    int8[0]["qdq_scheme"] = ""
+    m = fit_profile(rows, target="host-x86", precision="int8", holdout_fraction=0.0)
+    assert m.provenance["qdq_scheme"] == f"{QDQ_SCHEME} ({len(int8) - 1} rows); unrecorded (1 rows)"
+    assert "qdq_scheme" not in fit_profile(rows, target="host-x86", precision="fp32", holdout_fraction=0.0).provenance
+
+
 def test_profile_refuses_other_isa_and_rpc(tmp_path: Path) -> None:
     import platform
 

@@ -152,6 +152,30 @@ def test_bench_e2e_loss_option_and_trace_loss(capsys):
         assert err[-1].split(": error: ", 1)[-1].startswith(what), err
 
 
+def test_bench_e2e_replot_redraws_the_png_from_results(tmp_path, capsys):
+    """--replot DIR draws DIR/latency_vs_bandwidth.png from DIR/results.json (a PNG file); a folder
+    without results.json is a usage error naming it."""
+    pytest.importorskip("matplotlib")
+    sys.path.insert(0, str(ROOT))
+    try:
+        from tools.bench_e2e import main
+    finally:
+        sys.path.remove(str(ROOT))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps({
+        "command": "python tools/bench_e2e.py models/m.onnx --bandwidths 1,1000mbps",
+        "summary": {"all-edge": {"1": [80.0, 90.0, [0]], "1000": [79.0, 85.0, [0]]},
+                    "dynamic": {"1": [41.0, 60.0, [4]], "1000": [15.0, 20.0, [6, 7]]}}}))
+    assert main(["--replot", str(run)]) == 0
+    png = run / "latency_vs_bandwidth.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
+    with pytest.raises(SystemExit) as e:
+        main(["--replot", str(tmp_path / "nothing")])
+    assert e.value.code == 2
+    assert "--replot" in capsys.readouterr().err.splitlines()[-1]
+
+
 def _loss_skip(netns) -> None:  # noqa: ANN001
     reason = netns.loss_available()
     if reason:

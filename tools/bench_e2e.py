@@ -66,7 +66,8 @@ Root only (network namespaces, tc; see tools/testbed/netns.py). Steps:
    dynamic below it).
 
 Prints the tables, writes ``OUT/results.json``, ``OUT/table.md`` and ``OUT/latency_vs_bandwidth.png``
-(when matplotlib is installed).
+(when matplotlib is installed; it comes with the ``test`` extra). ``--replot OUT`` redraws the PNG
+from ``OUT/results.json`` without measuring again.
 """
 
 from __future__ import annotations
@@ -319,6 +320,35 @@ def _write_ping_bundle(out: Path) -> Path:
     return out / "ping_bundle"
 
 
+def write_plot(results: dict, out: Path, *, title: str) -> Path | None:
+    """latency_vs_bandwidth.png in ``out`` from a run's results (``results["summary"]``: method ->
+    bandwidth (Mbit/s, as a string) -> [median ms, p95 ms, plans]); None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: skipped the PNG plot (pip install matplotlib)")
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for m, cells in results["summary"].items():
+        bws = sorted(cells, key=float)
+        ax.plot([float(b) for b in bws], [cells[b][0] for b in bws], marker="o", label=m)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("uplink bandwidth (Mbit/s)")
+    ax.set_ylabel("median end-to-end latency (ms)")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    path = out / "latency_vs_bandwidth.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"wrote {path}")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("model", nargs="?")
@@ -357,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="dynamic runner answers a request that overruns its deadline with the local plan "
                          "(onnxsplit.dynamic, hedging); default on")
     ap.add_argument("--out", default="out/bench_e2e")
+    ap.add_argument("--replot", metavar="DIR",
+                    help="only redraw DIR/latency_vs_bandwidth.png from DIR/results.json of an earlier run")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
@@ -377,6 +409,15 @@ def main(argv: list[str] | None = None) -> int:
         return ping(args)
     if args.time_models:
         return time_models(args)
+    if args.replot:
+        d = Path(args.replot)
+        try:
+            res = json.loads((d / "results.json").read_text())
+            cmd = str(res.get("command", "")).split()
+            title = Path(cmd[2]).name if len(cmd) > 2 else d.name
+            return 0 if write_plot(res, d, title=title) else 1
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            ap.error(f"--replot {d}: not the output folder of a bench_e2e run ({exc})")
     if not args.model:
         ap.error("MODEL is required")
     try:
@@ -807,26 +848,7 @@ def report(args, results: dict, plans: list[dict], picks: dict, preds: dict, bws
     results["summary"] = {m: {f"{bw:g}": v for bw, v in s.items()} for m, s in summary.items()}
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
     (out / "table.md").write_text(text)
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for m in methods:
-            ax.plot(bws, [summary[m][bw][0] for bw in bws], marker="o", label=m)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("uplink bandwidth (Mbit/s)")
-        ax.set_ylabel("median end-to-end latency (ms)")
-        ax.set_title(Path(args.model).name)
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(out / "latency_vs_bandwidth.png", dpi=120)
-        print(f"wrote {out / 'latency_vs_bandwidth.png'}")
-    except ImportError:
-        print("matplotlib is not installed: skipped the PNG plot (pip install matplotlib)")
+    write_plot(results, out, title=Path(args.model).name)
     print(f"wrote {out / 'results.json'} and {out / 'table.md'}")
 
 

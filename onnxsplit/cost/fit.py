@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -703,6 +704,9 @@ def fit_profile(
         prov["tvm_target"] = "; ".join(sorted({str(r.get("tvm_target")) for r in mine if r.get("tvm_target")}))
     if loads:
         prov["loadavg_1m_max"] = max(loads)
+    if precision == "int8":  # which quantization the int8 rows measured (profile.QDQ_SCHEME)
+        schemes = Counter(str(r.get("qdq_scheme") or "unrecorded") for r in mine)
+        prov["qdq_scheme"] = "; ".join(f"{scheme} ({n} rows)" for scheme, n in sorted(schemes.items()))
     prov.update(dict(provenance or {}))
     if graphs:
         model = fit_from_whole_models(graphs, lats, target=target, runtime=runtime, precision=precision,
