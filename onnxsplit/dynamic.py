@@ -75,16 +75,17 @@ as is. ``feedback=False`` turns it off.
 **Hedging** (on by default: ``hedge=True``; needs the same latency model as the feedback): the
 cloud round trip of a batch-1 request (after its edge half) gets a deadline of ``hedge_factor`` (2)
 x the plan's whole predicted latency at the estimate (corrected by the feedback) +
-``hedge_slack_ms`` (50) (:meth:`DynamicRunner.deadline_ms`). The edge runner sends the body in
-pieces against that deadline (``EdgeRunner.infer(cloud_deadline_s=...)``, in the calling thread:
+``hedge_slack_ms`` (50) (:meth:`DynamicRunner.deadline_ms`). The edge runner sends the body and reads
+the answer against that deadline (``EdgeRunner.infer(cloud_deadline_s=...)``, in the calling thread:
 no thread hand-off, which on an edge at its CPU quota can cost whole scheduling periods). A round
 trip still unanswered then is stopped (the connection is closed, so the abandoned body stops
 taking the uplink) and the request is *hedged*: the runner runs :attr:`DynamicRunner.hedge_plan`
 (the table's plan at the lowest bandwidth when it sends nothing, e.g. an int8 all-edge plan; else
 all-edge) and returns its answer (``DynamicResult.plan`` is that plan, ``hedged_from`` the
 abandoned one). A hedge is also a sample: a body of ``B`` bytes unanswered after ``T`` ms says the
-link is at most ``8 * B / (1000 * T)`` Mbit/s, which replaces a higher estimate when it is a
-collapse (and starts a probe at once, as above). So a request sent on a stale estimate (the link
+link is at most ``8 * B / (1000 * T)`` Mbit/s (when the answer had started, the same bound for its
+announced bytes over the time spent reading them, over the down/up ratio), which replaces a higher
+estimate when it is a collapse (and starts a probe at once, as above). So a request sent on a stale estimate (the link
 dropped between two requests) costs about its deadline plus the local plan, not the whole
 transfer at the new rate. Hedged requests are not feedback residuals.
 
@@ -574,15 +575,27 @@ class DynamicRunner:
         return {n: np.concatenate([o[n] for o in outs], axis=0) for n in outs[0]}, results
 
     def _hedged(self, k: int, exc: Any) -> None:
-        """A cloud round trip of plan ``k`` stopped at its deadline: its body of ``B`` bytes was not
-        answered within ``T`` ms, so the link is at most ``8 * B / (1000 * T)`` Mbit/s (a sample
-        when that is below the estimate)."""
-        up = max(int(getattr(exc, "body_nbytes", 0) or 0), _cloud_bytes(self.runners[k].bundle)[0])
-        t = float(getattr(exc, "elapsed_ms", 0.0) or 0.0)
-        if up >= self.estimator.min_bytes and t > 0:
-            bound = 8.0 * up / (1000.0 * t)
-            if bound < self.estimator.mbps:
-                self.estimator.add_sample(bound)
+        """A cloud round trip of plan ``k`` stopped at its deadline (``exc``: the
+        :class:`~onnxsplit.runtime.client.DeadlineExceeded`). No answer had started: its body of
+        ``B`` bytes was not answered within ``T`` ms, so the uplink is at most ``8 * B / (1000 * T)``
+        Mbit/s. The answer had started (the body got through): the downlink was too slow for the
+        ``R`` announced bytes, so it is at most ``8 * R / (1000 * t)`` over ``t`` ms of reads (the
+        received part's own rate when it is a sample, see ``downlink_min_ms``), which over the
+        bundle's down/up ratio is an uplink figure. Either is a sample when below the estimate."""
+        mbps = None
+        resp = int(getattr(exc, "resp_nbytes", 0) or 0)
+        rx, rx_ms = int(getattr(exc, "recv_nbytes", 0) or 0), float(getattr(exc, "recv_ms", 0.0) or 0.0)
+        if resp or rx:
+            n = rx if rx >= self.estimator.min_bytes and rx_ms >= self.downlink_min_ms else resp
+            if n >= self.estimator.min_bytes and rx_ms > 0:
+                mbps = 8.0 * n / (1000.0 * rx_ms) / self._down_ratio
+        else:
+            up = max(int(getattr(exc, "body_nbytes", 0) or 0), _cloud_bytes(self.runners[k].bundle)[0])
+            t = float(getattr(exc, "elapsed_ms", 0.0) or 0.0)
+            if up >= self.estimator.min_bytes and t > 0:
+                mbps = 8.0 * up / (1000.0 * t)
+        if mbps is not None and mbps < self.estimator.mbps:
+            self.estimator.add_sample(mbps)
 
     def _learn(self, k: int, results: list) -> tuple[bool, str | None]:
         """Bandwidth samples of plan ``k``'s runtime results; returns (any fell back, first error)."""

@@ -35,6 +35,20 @@ def test_bench_feedback_prints_a_row_per_plan_count():
     assert bad.returncode == 2 and "plan counts" in bad.stderr
 
 
+def test_bench_deadline_prints_a_row_per_boundary_size():
+    tool = str(ROOT / "tools" / "bench_deadline.py")
+    r = subprocess.run([sys.executable, tool, "--kb", "4,70", "--requests", "10", "--blocks", "2"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [ln.split() for ln in r.stdout.splitlines() if ln[:1].isdigit()]
+    assert [row[0] for row in rows] == ["4", "70"]
+    for row in rows:  # CPU without / with a deadline (us), difference, wall without / with (ms)
+        assert float(row[1]) > 0 and float(row[2]) > 0 and float(row[4]) > 0 and float(row[5]) > 0
+        assert float(row[3]) == float(row[2]) - float(row[1])
+    bad = subprocess.run([sys.executable, tool, "--kb", "x"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--kb" in bad.stderr
+
+
 def _ort_ops(model, tmp_path, name):  # noqa: ANN001, ANN202
     import onnx
     import onnxruntime as ort

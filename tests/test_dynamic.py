@@ -885,6 +885,42 @@ def test_a_request_sent_on_a_stale_estimate_is_hedged_locally():
     assert dr.feedback is None or all(not v for v in dr.feedback._obs.values())
 
 
+class _SlowAnswerRunner(_SleepyRunner):
+    """The body gets through, the answer (``resp`` bytes announced) trickles: ``rx`` of them in ``rx_ms``."""
+
+    def __init__(self, nbytes, link, resp, rx, rx_ms):
+        super().__init__(nbytes, link, 10.0)
+        self.resp, self.rx, self.rx_ms = resp, rx, rx_ms
+
+    def infer(self, feeds, cloud_deadline_s=None):
+        from onnxsplit.runtime.client import DeadlineExceeded
+
+        assert cloud_deadline_s is not None
+        raise DeadlineExceeded("no answer within the deadline", elapsed_ms=cloud_deadline_s * 1e3,
+                               body_nbytes=self.nbytes, sent_nbytes=self.nbytes, recv_nbytes=self.rx,
+                               recv_ms=self.rx_ms, resp_nbytes=self.resp)
+
+
+@pytest.mark.parametrize("rx, rx_ms, want_mbps", [
+    (20_000, 100.0, 8 * 20_000 / (1000 * 100.0)),  # enough received, long enough: its own rate
+    (1_000, 40.0, 8 * 200_000 / (1000 * 40.0)),  # too little to be a sample: the bound of all announced bytes
+])
+def test_a_hedge_during_a_slow_answer_bounds_the_downlink_not_the_uplink(rx, rx_ms, want_mbps):
+    """Deadline hit while the answer was arriving (the body got through): the sample is the downlink's
+    (over the bundle's down/up ratio, 1 here), not the uplink bound of the body (which would read
+    8 * 100 KB / 55 ms = 14.5 Mbit/s); the request is answered locally all the same."""
+    link = {"mbps": 200.0}
+    dr = _fake_dynamic(link)
+    dr._hedge_model = PlanFeedback({0: (40.0, 0.0), 1: (3.0, 80.0), 2: (2.0, 100.0)})
+    dr.runners[2] = _SlowAnswerRunner(100_000, link, 200_000, rx, rx_ms)
+    dr.estimator.add_sample(200.0)
+    x = np.ones((1, 3), np.float32)
+    r = dr.infer({"x": x})
+    assert r.hedged_from == 2 and r.plan == 0 and not r.fallback
+    np.testing.assert_array_equal(r.outputs["y"], x * 2)
+    assert dr.estimator.mbps == pytest.approx(want_mbps, rel=1e-6)
+
+
 def test_hedging_off_and_failures_still_never_drop():
     """hedge=False (no latency model for deadlines): the slow request runs to its end; a plan that
     fails inside the hedging worker is redone all-edge, as without hedging."""

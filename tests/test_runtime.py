@@ -677,6 +677,61 @@ def test_cloud_deadline_stops_the_round_trip_without_retry_or_fallback(bundles, 
         assert np.array_equal(r.infer(feeds).outputs["logits"], res.outputs["logits"])
 
 
+def test_cloud_deadline_also_bounds_a_slow_answer(bundles) -> None:  # noqa: ANN001
+    """The request gets through, the answer's binary output trickles in (1 KB per 20 ms, 400 KB):
+    the deadline stops the read too (before, the socket timeout applied per read, so an answer that
+    kept coming ran to its end), and the exception says how much of the announced answer arrived."""
+    from onnxsplit.runtime.protocol import HEADER_LENGTH, encode_response
+
+    bundle, model = bundles["tiny"]
+    feeds = _feeds(model)
+    big = np.zeros(100_000, np.float32)
+    enc = encode_response("m", {"logits": big}, binary=True)
+    payload = b"".join(bytes(b) for b in enc.buffers)
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    stop = threading.Event()
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, rest = data.split(b"\r\n\r\n", 1)
+            length = int(next(ln.split(b":")[1] for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length")))
+            while len(rest) < length:
+                rest += conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                         + f"{HEADER_LENGTH}: {len(enc.header)}\r\nContent-Length: {len(enc.header) + len(payload)}\r\n\r\n".encode()
+                         + enc.header)
+            for i in range(0, len(payload), 1024):
+                if stop.is_set():
+                    return
+                try:
+                    conn.sendall(payload[i:i + 1024])
+                except OSError:
+                    return
+                time.sleep(0.02)
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    try:
+        with EdgeRunner(bundle, f"http://127.0.0.1:{srv.getsockname()[1]}", timeout=5.0, retries=2, optimize=False) as r:
+            t0 = time.perf_counter()
+            with pytest.raises(DeadlineExceeded, match="response bytes received") as e:
+                r.infer(feeds, cloud_deadline_s=0.3)
+            took = time.perf_counter() - t0
+    finally:
+        stop.set()
+        srv.close()
+        th.join(5)
+    assert took < 2.0  # the whole answer takes 8 s
+    assert e.value.resp_nbytes == big.nbytes and 0 < e.value.recv_nbytes < big.nbytes
+    assert e.value.sent_nbytes == e.value.body_nbytes and 0 < e.value.recv_ms <= e.value.elapsed_ms
+
+
 def test_503_is_retried_and_cooldown_skips_the_network(bundles) -> None:  # noqa: ANN001
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 

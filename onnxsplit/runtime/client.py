@@ -18,8 +18,11 @@ A 4xx answer (wrong token, unknown model, a bundle that does not match the serve
 configuration error, not an outage: it raises :class:`RemoteError` instead of falling back.
 
 ``infer(feeds, cloud_deadline_s=T)``: the cloud round trip (after the edge half) must end within
-``T`` seconds. The body goes out in 64 KB pieces with the socket timeout set to the time left, so a
-transfer on a link slower than the caller assumed is stopped mid-body; the connection is closed
+``T`` seconds. Each buffer of the body is handed to the socket with its timeout set to the time
+left (``sendall`` then bounds the whole buffer), and the response's binary outputs are read in
+64 KB pieces with the timeout re-armed before each, so a transfer on a link slower than the caller
+assumed is stopped mid-body, either way (a JSON-encoded response is read in one piece; pieces of
+the body would cost edge CPU, ``tools/bench_deadline.py``); the connection is closed
 (the server drops the partial request) and :class:`DeadlineExceeded` is raised, without retries
 and without the local fallback: the caller (:class:`onnxsplit.dynamic.DynamicRunner`, hedging)
 decides what runs instead.
@@ -77,18 +80,23 @@ class CloudUnavailable(OnnxSplitError):
 class DeadlineExceeded(OnnxSplitError):
     """The cloud round trip did not end within ``cloud_deadline_s`` (see the module docstring).
     ``elapsed_ms``: from the start of the round trip; ``body_nbytes``: the request body's size;
-    ``sent_nbytes``: how much of it had been handed to the socket."""
+    ``sent_nbytes``: how much of it the socket had taken (whole buffers: the one being sent when
+    time ran out is not counted); ``resp_nbytes``: the binary
+    outputs' bytes the answer's header announced (0: no answer had started), of which
+    ``recv_nbytes`` arrived in ``recv_ms`` of reads before the deadline."""
 
-    def __init__(self, message: str, *, elapsed_ms: float, body_nbytes: int, sent_nbytes: int):
+    def __init__(self, message: str, *, elapsed_ms: float, body_nbytes: int, sent_nbytes: int,
+                 recv_nbytes: int = 0, recv_ms: float = 0.0, resp_nbytes: int = 0):
         super().__init__(message)
         self.elapsed_ms, self.body_nbytes, self.sent_nbytes = elapsed_ms, body_nbytes, sent_nbytes
+        self.recv_nbytes, self.recv_ms, self.resp_nbytes = recv_nbytes, recv_ms, resp_nbytes
 
 
 class _DeadlineHit(Exception):
     """Internal: the time left before the deadline ran out (between two socket operations)."""
 
 
-#: with a deadline, the body leaves in pieces of this size (the socket timeout is re-armed before each)
+#: with a deadline, the answer's binary outputs are read in pieces of this size (the socket timeout is re-armed before each)
 DEADLINE_CHUNK = 1 << 16
 
 
@@ -402,6 +410,7 @@ class EdgeRunner:
         got_answer = False
         io = 0.0
         rx = 0  # bytes of the binary output tensors, read in ``io`` seconds (a downlink sample)
+        announced = 0  # bytes of binary outputs the response header announced
         sent = 0
         t_send = time.perf_counter()
         try:
@@ -423,15 +432,10 @@ class EdgeRunner:
                 conn.endheaders(enc.header)
                 sent = len(enc.header)
                 for b in enc.buffers:
-                    if deadline is None:
-                        conn.send(b)
-                        sent += len(b) if isinstance(b, bytes) else b.nbytes
-                        continue
-                    mv = memoryview(b).cast("B")
-                    for i in range(0, len(mv), DEADLINE_CHUNK):
+                    if deadline is not None:  # sendall's timeout bounds the whole buffer (Python >= 3.5)
                         self._arm(conn, deadline)
-                        conn.send(mv[i:i + DEADLINE_CHUNK])
-                        sent += len(mv[i:i + DEADLINE_CHUNK])
+                    conn.send(b)
+                    sent += len(b) if isinstance(b, bytes) else b.nbytes
             if deadline is not None:
                 self._arm(conn, deadline)  # for the answer's reads too
             resp = conn.getresponse()
@@ -448,6 +452,9 @@ class EdgeRunner:
 
             def readinto(view: memoryview) -> int:
                 nonlocal io, rx
+                if deadline is not None:  # a slow answer is bounded too: one piece per re-armed timeout
+                    self._arm(conn, deadline)
+                    view = view[:DEADLINE_CHUNK]
                 t = time.perf_counter()
                 n = resp.readinto(view)
                 io += time.perf_counter() - t
@@ -462,6 +469,7 @@ class EdgeRunner:
                 raise ProtocolError(f"unrequested Content-Encoding {resp.getheader('Content-Encoding')!r}", 502)
             if doc.get("id") is not None and doc.get("id") != rid:
                 raise ProtocolError(f"response id {doc.get('id')!r} does not match request id {rid!r}", 502)
+            announced = sum(o.binary_size or 0 for o in outs)
             arrays = {}
             for o in outs:
                 if o.binary_size is not None:
@@ -488,8 +496,10 @@ class EdgeRunner:
                 elapsed = (time.perf_counter() - t_send) * 1e3
                 raise DeadlineExceeded(
                     f"cloud {self.server_url}: no answer within the deadline ({elapsed:.1f} ms; "
-                    f"{sent} of {enc.content_length} request bytes handed to the socket)",
-                    elapsed_ms=elapsed, body_nbytes=enc.content_length, sent_nbytes=sent) from None
+                    f"{sent} of {enc.content_length} request bytes handed to the socket"
+                    + (f", {rx} response bytes received" if rx else "") + ")",
+                    elapsed_ms=elapsed, body_nbytes=enc.content_length, sent_nbytes=sent,
+                    recv_nbytes=rx, recv_ms=io * 1e3, resp_nbytes=announced) from None
             stale = reused and not got_answer and isinstance(
                 exc, (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
             )
