@@ -3,7 +3,8 @@
 ``cloud_deadline_s``.
 
 With a deadline the edge runner arms the socket timeout with the time left before each buffer of
-the request body and reads the answer's binary outputs in 64 KB pieces, re-arming it before each;
+the request body and reads the answer's binary outputs in pieces (sized to take about 20 ms each
+at the rate the previous one came in), re-arming it before each;
 without one it reads each output whole. On a CPU-throttled edge (the testbed gives the edge 1 ms of CPU per 10 ms) every
 extra microsecond before a request's last byte can push it into the next period. This serves a
 one-node split model (Relu, boundary of ``--kb`` KB each way) from an in-process CloudServer on

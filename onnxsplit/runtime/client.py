@@ -20,9 +20,10 @@ configuration error, not an outage: it raises :class:`RemoteError` instead of fa
 ``infer(feeds, cloud_deadline_s=T)``: the cloud round trip (after the edge half) must end within
 ``T`` seconds. Each buffer of the body is handed to the socket with its timeout set to the time
 left (``sendall`` then bounds the whole buffer), and the response's binary outputs are read in
-64 KB pieces with the timeout re-armed before each, so a transfer on a link slower than the caller
-assumed is stopped mid-body, either way (a JSON-encoded response is read in one piece; pieces of
-the body would cost edge CPU, ``tools/bench_deadline.py``); the connection is closed
+pieces with the timeout re-armed before each, each piece sized to take about 20 ms at the rate the
+previous one came in (``DEADLINE_PIECE_S``), so a transfer on a link slower than the caller
+assumed is stopped mid-body, either way (a JSON-encoded response is read in one piece; the
+per-piece work costs edge CPU, ``tools/bench_deadline.py``); the connection is closed
 (the server drops the partial request) and :class:`DeadlineExceeded` is raised, without retries
 and without the local fallback: the caller (:class:`onnxsplit.dynamic.DynamicRunner`, hedging)
 decides what runs instead.
@@ -96,8 +97,13 @@ class _DeadlineHit(Exception):
     """Internal: the time left before the deadline ran out (between two socket operations)."""
 
 
-#: with a deadline, the answer's binary outputs are read in pieces of this size (the socket timeout is re-armed before each)
-DEADLINE_CHUNK = 1 << 16
+#: with a deadline, the answer's binary outputs are read in pieces, the socket timeout re-armed before
+#: each: the first of DEADLINE_FIRST_PIECE bytes, each next one sized to take about DEADLINE_PIECE_S at
+#: the rate the previous one arrived (so a read overshoots the deadline by about that much; few pieces on a fast link)
+DEADLINE_FIRST_PIECE = 8 * 1024
+DEADLINE_MIN_PIECE = 4 * 1024
+DEADLINE_MAX_PIECE = 1 << 20
+DEADLINE_PIECE_S = 0.02
 
 
 @dataclass
@@ -450,15 +456,20 @@ class EdgeRunner:
                 msg = _error_message(body, resp.status)
                 raise RemoteError(f"{self.server_url} answered {resp.status}: {msg}", resp.status)
 
+            piece = DEADLINE_FIRST_PIECE
+
             def readinto(view: memoryview) -> int:
-                nonlocal io, rx
+                nonlocal io, rx, piece
                 if deadline is not None:  # a slow answer is bounded too: one piece per re-armed timeout
                     self._arm(conn, deadline)
-                    view = view[:DEADLINE_CHUNK]
+                    view = view[:piece]
                 t = time.perf_counter()
                 n = resp.readinto(view)
-                io += time.perf_counter() - t
+                dt = time.perf_counter() - t
+                io += dt
                 rx += n or 0
+                if deadline is not None and n:  # the next piece: about DEADLINE_PIECE_S at this piece's rate
+                    piece = int(min(max(n / max(dt, 1e-6) * DEADLINE_PIECE_S, DEADLINE_MIN_PIECE), DEADLINE_MAX_PIECE))
                 return n
 
             hl = resp.getheader(HEADER_LENGTH)
