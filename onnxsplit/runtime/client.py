@@ -82,9 +82,9 @@ class DeadlineExceeded(OnnxSplitError):
     """The cloud round trip did not end within ``cloud_deadline_s`` (see the module docstring).
     ``elapsed_ms``: from the start of the round trip; ``body_nbytes``: the request body's size;
     ``sent_nbytes``: how much of it the socket had taken (whole buffers: the one being sent when
-    time ran out is not counted); ``resp_nbytes``: the binary
-    outputs' bytes the answer's header announced (0: no answer had started), of which
-    ``recv_nbytes`` arrived in ``recv_ms`` of reads before the deadline."""
+    time ran out is not counted); ``resp_nbytes``: the binary outputs' bytes the answer's header
+    announced (0: no answer had started), of which ``recv_nbytes`` arrived in ``recv_ms`` of reads
+    before the deadline."""
 
     def __init__(self, message: str, *, elapsed_ms: float, body_nbytes: int, sent_nbytes: int,
                  recv_nbytes: int = 0, recv_ms: float = 0.0, resp_nbytes: int = 0):
