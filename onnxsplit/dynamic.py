@@ -16,6 +16,13 @@ believed at once: with the average alone, each of the next few requests would be
 sized for the old bandwidth), and so does a *trusted* sample above ``est * drop_factor`` (a
 receiver-side probe, the median of its repeats, below: a link that came back is believed at once
 too, instead of after several probe intervals while all-edge requests wait), clamped to ``[floor_mbps, ceil_mbps]``. Before any sample the estimate is ``initial_mbps``.
+That is ``method="ewma"`` (the default). ``method="median"``: the estimate is the median of the last
+``window`` (5) samples; only a *trusted* sample more than ``drop_factor`` away (a probe's median,
+a hedged request's bound, below) replaces it, in either direction, and restarts the window. An
+isolated sample far off (a sender stalled mid-body reads low, a body that fitted in a token
+bucket's burst reads high) does not move it; a real change does once it holds the majority of the
+window, and a drop large enough to matter is caught sooner by the hedge. The last samples are kept
+in ``history`` (``tools/bench_e2e.py`` records them per cell).
 
 :class:`DynamicRunner` holds one :class:`~onnxsplit.runtime.EdgeRunner` per plan of a dynamic
 bundle (:mod:`onnxsplit.dynamic_bundle`) and the policy table. Per request it reads the batch size
@@ -50,8 +57,13 @@ server reports it, it is the sample (:func:`receiver_rate`; a probe's is the med
 repeats). A probe body that arrived faster than the server could resolve is re-sent
 ``probe_escalation`` (8) times larger, up to ``probe_max_bytes``, so one probe finds a link far
 faster than the estimate (on the testbed, 16 KB at 100 Mbit/s arrives within the token bucket's
-burst); a request (or a largest probe) that still is unresolvable counts as ``receiver_ramp`` (2)
-times the estimate. The downlink is sampled on its receiver side too: when a response's binary
+burst); a request (or a largest probe) of ``B`` bytes that still is unresolvable counts as
+``receiver_ramp`` (2) times the estimate, but at most ``8 * B / (1000 * unresolved_ms)`` (the rate
+at which ``B`` bytes take ``unresolved_ms``, 0.1 ms: an unresolvable body says the link is at
+least that fast, not how much faster) and at least the estimate (a body the estimate already calls
+unresolvable says nothing new). Without the upper bound a run of unresolvable requests doubled the
+estimate per request up to ``ceil_mbps``: on the testbed at 1000 Mbit/s, 25 KB bodies took the
+median estimate to 100 Gbit/s in 25 requests. The downlink is sampled on its receiver side too: when a response's binary
 outputs (at least ``min_bytes``) took at least ``downlink_min_ms`` (50) to arrive at the edge, their
 rate over the bundle's down/up bandwidth ratio is one more sample, taken after the request's
 uplink sample (a link that slows down while a request is in flight shows on its response first;
@@ -113,13 +125,25 @@ __all__ = ["BandwidthEstimator", "DynamicRunner", "DynamicResult", "PlanFeedback
 
 
 class BandwidthEstimator:
-    """EWMA uplink estimator (see the module docstring for the formula)."""
+    """Uplink estimator (see the module docstring for the formula and the two ``method`` s).
+
+    ``method``: ``"ewma"`` (the default) or ``"median"`` (the median of the last ``window``
+    samples). ``history`` keeps the last ``history_len`` samples as ``(time.monotonic(), sample
+    Mbit/s, trusted, estimate after)`` for benchmarks and debugging."""
+
+    METHODS = ("ewma", "median")
 
     def __init__(self, initial_mbps: float = 10.0, *, alpha: float = 0.3, rtt_ms: float | None = None,
                  min_bytes: int = 16 * 1024, min_ms: float = 0.05, floor_mbps: float = 0.01, ceil_mbps: float = 1e5,
-                 drop_factor: float = 4.0):
+                 drop_factor: float = 4.0, method: str = "ewma", window: int = 5, history_len: int = 4096):
         if not 0 < alpha <= 1:
             raise UsageError("alpha must be in (0, 1]")
+        if method not in self.METHODS:
+            raise UsageError(f"unknown bandwidth estimator method {method!r}; known: {', '.join(self.METHODS)}")
+        if int(window) < 1:
+            raise UsageError("window must be >= 1")
+        self.method = method
+        self.window = int(window)
         self.alpha = float(alpha)
         self.initial_mbps = float(initial_mbps)
         self.fixed_rtt = rtt_ms
@@ -131,9 +155,11 @@ class BandwidthEstimator:
         self.floor_mbps, self.ceil_mbps = float(floor_mbps), float(ceil_mbps)
         self._lock = threading.Lock()
         self._est: float | None = None
+        self._recent: deque[float] = deque(maxlen=self.window)  # the median's window
         self._rtt_min: float | None = None
         self.samples = 0
         self.last_update = 0.0  # time.monotonic() of the last bandwidth sample
+        self.history: deque[tuple[float, float, bool, float]] = deque(maxlen=max(0, int(history_len)))
 
     @property
     def rtt_ms(self) -> float:
@@ -145,6 +171,16 @@ class BandwidthEstimator:
     def mbps(self) -> float:
         with self._lock:
             return self._est if self._est is not None else self.initial_mbps
+
+    def reset(self, mbps: float | None = None) -> None:
+        """Forget every sample; the estimate becomes ``mbps`` (a sample-free start: ``initial_mbps``)."""
+        with self._lock:
+            self._recent.clear()
+            if mbps is None:
+                self._est = None
+            else:
+                self._est = min(max(float(mbps), self.floor_mbps), self.ceil_mbps)
+                self._recent.append(self._est)
 
     def sample(self, nbytes: int, network_ms: float) -> float | None:
         """The bandwidth sample of one transfer (None when it only updates the rtt)."""
@@ -167,8 +203,9 @@ class BandwidthEstimator:
 
     def add_sample(self, mbps: float, *, trusted: bool = False) -> float:
         """Feed one direct bandwidth sample (e.g. from a probe); returns the estimate. A ``trusted``
-        sample (a receiver-side probe: the median of its repeats) above ``drop_factor`` times the
-        estimate replaces it, as a collapse does: a link that came back is believed at once."""
+        sample (a receiver-side probe: the median of its repeats; a hedged request's bound) more than
+        ``drop_factor`` times above the estimate replaces it, as a collapse does: a link that came
+        back is believed at once; with ``method="median"`` so does one that far below it."""
         if not (math.isfinite(mbps) and mbps > 0):
             return self.mbps
         with self._lock:
@@ -177,13 +214,21 @@ class BandwidthEstimator:
 
     def _add(self, s: float, *, trusted: bool = False) -> None:  # caller holds the lock
         s = min(max(s, self.floor_mbps), self.ceil_mbps)
-        if (self._est is None or s < self._est / self.drop_factor
-                or (trusted and s > self._est * self.drop_factor)):
+        est = self._est
+        jump = est is not None and (s > est * self.drop_factor or s < est / self.drop_factor)
+        if self.method == "median":
+            if est is None or (trusted and jump):
+                self._recent.clear()
+            self._recent.append(s)
+            self._est = float(np.median(self._recent))
+        elif est is None or s < est / self.drop_factor or (trusted and jump):
             self._est = s
         else:
-            self._est = self.alpha * s + (1 - self.alpha) * self._est
+            self._est = self.alpha * s + (1 - self.alpha) * est
         self.samples += 1
         self.last_update = time.monotonic()
+        if self.history.maxlen:
+            self.history.append((self.last_update, s, bool(trusted), self._est))
 
 
 class PlanFeedback:
@@ -352,7 +397,7 @@ class DynamicRunner:
                  cooldown_s: float = 5.0, probe_on_start: bool = True, probe_interval_s: float = 2.0,
                  force_plan: int | None = None, probe_target_ms: float = 8.0, probe_max_bytes: int = 1 << 20,
                  probe_headroom: float = 4.0, probe_repeats: int = 3, receiver_ramp: float = 2.0,
-                 probe_escalation: int = 8, downlink_min_ms: float = 50.0,
+                 probe_escalation: int = 8, downlink_min_ms: float = 50.0, unresolved_ms: float = 0.1,
                  feedback: bool | PlanFeedback = True, hedge: bool = True, hedge_factor: float = 2.0,
                  hedge_slack_ms: float = 50.0, **runner_kwargs: Any):
         from .runtime import EdgeRunner
@@ -375,6 +420,9 @@ class DynamicRunner:
         if not receiver_ramp > 1:
             raise UsageError("receiver_ramp must be > 1")
         self.receiver_ramp = float(receiver_ramp)
+        if not unresolved_ms > 0:
+            raise UsageError("unresolved_ms must be > 0")
+        self.unresolved_ms = float(unresolved_ms)
         if int(probe_escalation) < 2:
             raise UsageError("probe_escalation must be >= 2")
         self.probe_escalation = int(probe_escalation)
@@ -491,6 +539,14 @@ class DynamicRunner:
         want = self.estimator.mbps * self.probe_headroom * 125.0 * self.probe_target_ms  # Mbit/s * ms -> bytes
         return int(min(max(want, self.estimator.min_bytes), max(self.probe_max_bytes, self.estimator.min_bytes)))
 
+    def unresolved_rate(self, nbytes: int) -> float:
+        """The sample of a body of ``nbytes`` that arrived too fast for the server to time: the
+        estimate x ``receiver_ramp``, at most the rate at which ``nbytes`` take ``unresolved_ms``,
+        at least the estimate (see the module docstring)."""
+        est = self.estimator.mbps
+        bound = 8.0 * max(int(nbytes), 0) / (1000.0 * getattr(self, "unresolved_ms", 0.1))
+        return max(min(est * self.receiver_ramp, bound), est)
+
     def probe_sample(self, runner: Any) -> float:
         """One probe through ``runner``'s server: Mbit/s (``nan`` if not measurable); see :meth:`_probe_rate`."""
         return self._probe_rate(runner)[0]
@@ -501,7 +557,7 @@ class DynamicRunner:
         Receiver-side when the server reports arrival times (see the module docstring): the median
         of the repeats' rates. A body that arrived faster than the server could resolve is sent
         again ``probe_escalation`` times larger (up to ``probe_max_bytes``), so one probe finds a
-        much faster link; if even that is unresolvable, ``receiver_ramp`` x the estimate. Without
+        much faster link; if even that is unresolvable, :meth:`unresolved_rate`. Without
         arrival times: differential (client clock). Returns (Mbit/s, whether it is a receiver-side
         median, which the estimator trusts to raise the estimate at once)."""
         n = self.probe_bytes()
@@ -524,7 +580,7 @@ class DynamicRunner:
             if not instant:
                 return (8.0 * n / (1000.0 * (t1 - t0)) if t1 > t0 else float("nan")), False
             if n >= cap:
-                return self.estimator.mbps * self.receiver_ramp, False
+                return self.unresolved_rate(n), False
             n = min(n * self.probe_escalation, cap)
 
     def _maybe_probe(self, *, now: bool = False) -> None:
@@ -594,8 +650,8 @@ class DynamicRunner:
             t = float(getattr(exc, "elapsed_ms", 0.0) or 0.0)
             if up >= self.estimator.min_bytes and t > 0:
                 mbps = 8.0 * up / (1000.0 * t)
-        if mbps is not None and mbps < self.estimator.mbps:
-            self.estimator.add_sample(mbps)
+        if mbps is not None and mbps < self.estimator.mbps:  # a bound, not a noisy rate: trusted
+            self.estimator.add_sample(mbps, trusted=True)
 
     def _learn(self, k: int, results: list) -> tuple[bool, str | None]:
         """Bandwidth samples of plan ``k``'s runtime results; returns (any fell back, first error)."""
@@ -610,7 +666,7 @@ class DynamicRunner:
                 srv = res.server_timings_ms
                 if up >= self.estimator.min_bytes and "server_receive_bytes" in srv:  # receiver-side sample
                     r = receiver_rate(srv["server_receive_bytes"], srv.get("server_receive_ms"))
-                    self.estimator.add_sample(r if r is not None else self.estimator.mbps * self.receiver_ramp)
+                    self.estimator.add_sample(r if r is not None else self.unresolved_rate(up))
                 else:
                     down = sum(int(res.outputs[n].nbytes) for n in cloud_out if n in res.outputs)
                     self.estimator.update(up + down, res.timings_ms.get("network", 0.0))

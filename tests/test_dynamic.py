@@ -64,6 +64,45 @@ def test_estimator_believes_a_collapse_at_once():
         BandwidthEstimator(drop_factor=1.0)
 
 
+@pytest.mark.parametrize("method", BandwidthEstimator.METHODS)
+def test_every_estimator_follows_a_step_and_believes_trusted_jumps(method):
+    """Shared contract of the estimator methods: the first sample sets the estimate, a sustained new
+    rate is reached within a window of samples, and a trusted sample (a probe's median, a hedge's
+    bound) more than drop_factor away replaces the estimate at once, in either direction."""
+    est = BandwidthEstimator(alpha=0.5, drop_factor=4.0, method=method, window=5)
+    assert est.add_sample(100.0) == 100.0
+    for _ in range(5):
+        est.add_sample(300.0)
+    assert est.mbps == pytest.approx(300.0, rel=0.05)
+    assert est.add_sample(2.0, trusted=True) == 2.0
+    assert est.add_sample(500.0, trusted=True) == 500.0
+    assert [h[1] for h in est.history] == [100.0, *[300.0] * 5, 2.0, 500.0]
+    assert est.history[-1][2] is True and est.history[-1][3] == 500.0
+    est.reset(40.0)
+    assert est.mbps == 40.0
+    est.reset()
+    assert est.mbps == est.initial_mbps
+    with pytest.raises(onnxsplit.errors.UsageError, match="known: ewma, median"):
+        BandwidthEstimator(method="kalman")
+
+
+def test_median_estimator_ignores_isolated_outliers_that_ewma_follows():
+    """The testbed's failure mode: at 1000 Mbit/s a request whose sender stalled mid-body reads 40
+    Mbit/s, one whose body fitted in the token bucket's burst reads 6000. The EWMA's collapse rule
+    believes the low one at once; the median of the last 5 samples moves by neither."""
+    stream = [1000.0, 1000.0, 40.0, 1000.0, 6000.0, 1000.0, 1000.0, 40.0, 1000.0]
+    ewma = BandwidthEstimator(alpha=0.5, method="ewma")
+    med = BandwidthEstimator(method="median", window=5)
+    e_ests = [ewma.add_sample(s) for s in stream]
+    m_ests = [med.add_sample(s) for s in stream]
+    assert min(e_ests) == 40.0  # collapsed
+    assert all(e == 1000.0 for e in m_ests)
+    # a real drop (untrusted samples only) moves the median once it holds the window's majority
+    med.reset(1000.0)
+    drops = [med.add_sample(100.0) for _ in range(3)]
+    assert drops == [pytest.approx(550.0), 100.0, 100.0]  # windows [1000, 100], [1000, 100, 100], ...
+
+
 def test_estimator_direct_samples():
     est = BandwidthEstimator(alpha=0.5)
     assert est.add_sample(100.0) == 100.0 and est.add_sample(50.0) == 75.0 and est.samples == 2
@@ -129,7 +168,25 @@ def test_receiver_side_probe_ignores_sender_stalls(mbps):
     assert dr.probe_sample(fast) == pytest.approx(fast_mbps)
     assert max(sent) == 8 * n
     # ... and one that even the largest probe cannot resolve ramps the estimate by receiver_ramp
+    dr.unresolved_ms = 0.1
     assert dr.probe_sample(_StarvedRunner(1e9, fixed_ms=5.0)) == pytest.approx(dr.estimator.mbps * 2.0)
+
+
+def test_an_unresolvable_body_raises_the_estimate_at_most_to_its_resolution():
+    """A body that arrived in one read says the link is at least as fast as that body over
+    unresolved_ms (0.1 ms), not how much faster: 25 KB bodies ramp the estimate by 2x per sample
+    up to 2048 Mbit/s and no further (before: up to ceil_mbps, 100 Gbit/s, in the testbed run)."""
+    dr = DynamicRunner.__new__(DynamicRunner)
+    dr.receiver_ramp, dr.unresolved_ms = 2.0, 0.1
+    for method in BandwidthEstimator.METHODS:
+        dr.estimator = BandwidthEstimator(initial_mbps=100.0, method=method, alpha=0.5)
+        dr.estimator.add_sample(100.0)
+        assert dr.unresolved_rate(25_600) == pytest.approx(200.0)
+        for _ in range(40):
+            dr.estimator.add_sample(dr.unresolved_rate(25_600))
+        assert dr.estimator.mbps == pytest.approx(8 * 25_600 / (1000 * 0.1), rel=0.02)
+        dr.estimator.reset(5000.0)  # an estimate above the bound: the body says nothing new
+        assert dr.unresolved_rate(25_600) == 5000.0
 
 
 def test_a_receiver_side_probe_raises_the_estimate_at_once():
@@ -964,6 +1021,10 @@ def test_run_cli_on_a_dynamic_bundle(tiny_dynamic, tmp_path, capsys):
         assert sum(p["requests"] for p in doc["plans"]) == 3
         np.testing.assert_array_equal(np.load(tmp_path / "y.npz")[next(iter(doc["outputs"]))], ref)
         assert main(["run", str(out), "--input", str(tmp_path / "x.npy"), "--server", srv.url, "--repeat", "2",
+                     "--no-optimize", "--estimator", "median", "--json"]) == 0
+        doc = json.loads(capsys.readouterr().out)
+        assert doc["estimator"] == "median" and len(doc["requests"]) == 2
+        assert main(["run", str(out), "--input", str(tmp_path / "x.npy"), "--server", srv.url, "--repeat", "2",
                      "--no-optimize", "--plan", str(split)]) == 0
         text = capsys.readouterr().out
         assert "2 request(s)" in text and "0 fallback(s)" in text
@@ -975,3 +1036,9 @@ def test_run_cli_on_a_dynamic_bundle(tiny_dynamic, tmp_path, capsys):
     assert main(["run", str(out / "plans" / str(split)), "--input", str(tmp_path / "x.npy"), "--server",
                  "http://127.0.0.1:1", "--plan", "0"]) == 2
     assert "are for dynamic bundles" in capsys.readouterr().err
+    assert main(["run", str(out / "plans" / str(split)), "--input", str(tmp_path / "x.npy"), "--server",
+                 "http://127.0.0.1:1", "--estimator", "median"]) == 2
+    assert "are for dynamic bundles" in capsys.readouterr().err
+    from onnxsplit.runtime.cli import BANDWIDTH_ESTIMATORS
+
+    assert BANDWIDTH_ESTIMATORS == BandwidthEstimator.METHODS

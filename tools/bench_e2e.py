@@ -204,7 +204,7 @@ def worker(args: argparse.Namespace) -> int:
 
     urls = {int(k): v for k, v in json.loads(args.urls).items()}
     kw = {"optimize": True, "threads": 1, "timeout": 120.0, "retries": 1}
-    dyn = DynamicRunner(args.bundle, urls, estimator=BandwidthEstimator(initial_mbps=10.0, alpha=0.5),
+    dyn = DynamicRunner(args.bundle, urls, estimator=BandwidthEstimator(initial_mbps=10.0, alpha=0.5, method=args.estimator),
                         probe_interval_s=args.probe_interval_s, feedback=args.feedback, hedge=args.hedge, **kw)
     # forced plans never probe (probe_interval_s=0): an idle probe thread measurably changed latencies under the quota
     forced = {k: DynamicRunner(dyn.bundle, urls, plans=[k], force_plan=k, probe_on_start=False, probe_interval_s=0, **kw)
@@ -220,6 +220,7 @@ def worker(args: argparse.Namespace) -> int:
             break
         runner = dyn if cmd["cmd"] in ("dynamic", "trace-dynamic") else forced[int(cmd["plan"])]
         lat, plans, ests, ts, fb, hedged = [], [], [], [], 0, 0
+        t_cmd = time.monotonic()
         if cmd["cmd"].startswith("trace"):
             if cmd["cmd"] != "trace-dynamic":
                 runner.infer(feeds)  # warm-up of the forced plan (connection, sessions)
@@ -250,7 +251,11 @@ def worker(args: argparse.Namespace) -> int:
                     hedged += int(r.hedged_from is not None)
                     if len(lat) >= int(cmd.get("min_n", 3)) and time.monotonic() > budget_end:
                         break
-        print(json.dumps({"lat": lat, "plans": plans, "est": ests, "t": ts, "fallbacks": fb, "hedged": hedged}), flush=True)
+        ans = {"lat": lat, "plans": plans, "est": ests, "t": ts, "fallbacks": fb, "hedged": hedged}
+        if runner is dyn:  # the estimator's samples during this command: (s since its start, Mbit/s, trusted, estimate)
+            hist = [h for h in list(runner.estimator.history) if h[0] >= t_cmd]
+            ans["samples"] = [[round(t - t_cmd, 4), round(s, 3), tr, round(e, 3)] for t, s, tr, e in hist]
+        print(json.dumps(ans), flush=True)
     return 0
 
 
@@ -383,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--feedback", action=argparse.BooleanOptionalAction, default=True,
                     help="dynamic runner corrects its plan choice from observed latencies (onnxsplit.dynamic.PlanFeedback); "
                          "default on")
+    ap.add_argument("--estimator", choices=["ewma", "median"], default="ewma",
+                    help="dynamic runner's bandwidth estimator (onnxsplit.dynamic.BandwidthEstimator method; default ewma)")
     ap.add_argument("--hedge", action=argparse.BooleanOptionalAction, default=True,
                     help="dynamic runner answers a request that overruns its deadline with the local plan "
                          "(onnxsplit.dynamic, hedging); default on")
@@ -482,7 +489,8 @@ def main(argv: list[str] | None = None) -> int:
         wk = tb.spawn_edge(env_cmd + me + ["--worker", "--bundle", str(out / "bundle"), "--urls", json.dumps(urls),
                                            "--probe-interval-s", str(args.probe_interval_s),
                                            *([] if args.feedback else ["--no-feedback"]),
-                                           *([] if args.hedge else ["--no-hedge"])],
+                                           *([] if args.hedge else ["--no-hedge"]),
+                                           "--estimator", args.estimator],
                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         _readline(wk, 600)
 

@@ -17,6 +17,9 @@ from pathlib import Path
 
 from ..errors import OnnxSplitError, UsageError
 
+#: onnxsplit.dynamic.BandwidthEstimator.METHODS, without importing it to build the parser
+BANDWIDTH_ESTIMATORS = ("ewma", "median")
+
 
 def _table(headers, rows) -> str:  # noqa: ANN001
     from ..cli import table
@@ -193,7 +196,10 @@ def cmd_run_dynamic(args: argparse.Namespace) -> int:
         raise UsageError(f"--plan {args.plan}: the bundle has plans 0..{len(bundle.plans) - 1} (`onnxsplit policy {args.bundle}`)")
     if args.initial_mbps is not None and not args.initial_mbps > 0:
         raise UsageError("--initial-mbps must be positive")
-    est = BandwidthEstimator(initial_mbps=args.initial_mbps) if args.initial_mbps else None
+    est = None
+    if args.initial_mbps or args.estimator:
+        est = BandwidthEstimator(**({"initial_mbps": args.initial_mbps} if args.initial_mbps else {}),
+                                 **({"method": args.estimator} if args.estimator else {}))
     with DynamicRunner(bundle, args.server, estimator=est, force_plan=args.plan,
                        plans=None if args.plan is None else [args.plan], hedge=not args.no_hedge,
                        token=_token(args), timeout=args.timeout, retries=args.retries,
@@ -219,6 +225,7 @@ def cmd_run_dynamic(args: argparse.Namespace) -> int:
             "requests": per_req, "median_total_ms": round(float(np.median(total)), 4),
             "fallbacks": sum(r.fallback for r in results), "hedged": sum(r.hedged_from is not None for r in results),
             "final_estimate_mbps": round(runner.estimator.mbps, 3),
+            "estimator": runner.estimator.method,
             "outputs": {n: {"dtype": str(a.dtype), "shape": list(a.shape)} for n, a in res.outputs.items()},
             **({"output_file": str(args.output)} if args.output else {}),
         }, indent=2))
@@ -252,8 +259,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("--repeat must be >= 1")
     if _is_dynamic(args.bundle):
         return cmd_run_dynamic(args)
-    if args.plan is not None or args.initial_mbps is not None or args.no_hedge:
-        raise UsageError(f"--plan/--initial-mbps/--no-hedge are for dynamic bundles (`onnxsplit compile --dynamic`); "
+    if args.plan is not None or args.initial_mbps is not None or args.no_hedge or args.estimator:
+        raise UsageError(f"--plan/--initial-mbps/--estimator/--no-hedge are for dynamic bundles (`onnxsplit compile --dynamic`); "
                          f"{args.bundle} is a single split")
     bundle = load_bundle(args.bundle)
     feeds = load_inputs(args.input, bundle.input_names)
@@ -366,6 +373,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--plan", type=int, metavar="K", help="dynamic bundle: always run plan K (default: per request)")
     p.add_argument("--initial-mbps", type=float, metavar="MBPS",
                    help="dynamic bundle: bandwidth estimate before the first measurement (default 10; a probe on start replaces it)")
+    p.add_argument("--estimator", choices=BANDWIDTH_ESTIMATORS,
+                   help="dynamic bundle: bandwidth estimator method (default: onnxsplit.dynamic's, see its docstring)")
     p.add_argument("--no-hedge", action="store_true",
                    help="dynamic bundle: never answer a request that overruns its deadline with the local plan")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of tables")
