@@ -9,20 +9,29 @@ moved ``B`` bytes (request tensors up + response tensors down) and whose timing 
 
 ``rtt_ms`` is the configured round-trip time, or (when not given) the running minimum of the
 ``network_ms`` of *small* transfers (``B < min_bytes``), which are dominated by latency and only
-update that minimum. Samples of ``B >= min_bytes`` update the estimate by an exponentially
-weighted moving average ``est <- alpha * sample + (1 - alpha) * est`` (the first sample sets it),
-except that a sample below ``est / drop_factor`` replaces the estimate (a collapsing link is
-believed at once: with the average alone, each of the next few requests would be sent on a plan
-sized for the old bandwidth), and so does a *trusted* sample above ``est * drop_factor`` (a
-receiver-side probe, the median of its repeats, below: a link that came back is believed at once
-too, instead of after several probe intervals while all-edge requests wait), clamped to ``[floor_mbps, ceil_mbps]``. Before any sample the estimate is ``initial_mbps``.
-That is ``method="ewma"`` (the default). ``method="median"``: the estimate is the median of the last
-``window`` (5) samples; only a *trusted* sample more than ``drop_factor`` away (a probe's median,
-a hedged request's bound, below) replaces it, in either direction, and restarts the window. An
-isolated sample far off (a sender stalled mid-body reads low, a body that fitted in a token
-bucket's burst reads high) does not move it; a real change does once it holds the majority of the
-window, and a drop large enough to matter is caught sooner by the hedge. The last samples are kept
-in ``history`` (``tools/bench_e2e.py`` records them per cell).
+update that minimum. Samples of ``B >= min_bytes`` (and direct samples: probes, receiver-side
+rates, below) update the estimate, clamped to ``[floor_mbps, ceil_mbps]``; before any sample it
+is ``initial_mbps``. Two methods (``method``):
+
+* ``"median"`` (the default): the estimate is the median of the last ``window`` (5) samples. A
+  *trusted* sample (a receiver-side probe, itself the median of its repeats; a hedged request's
+  bound; both below) replaces it and restarts the window: a link that collapsed or came back is
+  believed at once (with only a > ``drop_factor`` jump believed, a probe reading 4x the stale
+  estimate of an all-edge runner was one sample among stale ones: MiniLM's runner stayed
+  all-edge for 3 s at 20 Mbit/s on the testbed). An
+  isolated sample far off does not move it (on the testbed: a sender stalled by its CPU quota in
+  mid-body reads 3-10x low, a body that fitted in the token bucket's burst or that the delay relay
+  coalesced reads 5-10x high); a real change does once it holds the majority of the window (3
+  samples), and a drop large enough to matter is caught sooner by the hedge.
+* ``"ewma"``: an exponentially weighted moving average ``est <- alpha * sample + (1 - alpha) *
+  est`` (the first sample sets it), except that any sample below ``est / drop_factor`` replaces the
+  estimate (a collapsing link is believed at once: with the average alone, each of the next few
+  requests would be sent on a plan sized for the old bandwidth), and so does a trusted sample above
+  ``est * drop_factor``. It follows every low outlier: on the testbed its estimate collapsed under
+  single stalled requests and the runner switched plans 3-10x as often as with the median
+  (docs/e2e-results.md, ninth session).
+
+The last samples are kept in ``history`` (``tools/bench_e2e.py`` records them per cell).
 
 :class:`DynamicRunner` holds one :class:`~onnxsplit.runtime.EdgeRunner` per plan of a dynamic
 bundle (:mod:`onnxsplit.dynamic_bundle`) and the policy table. Per request it reads the batch size
@@ -79,7 +88,9 @@ one probe instead of one probe interval.
 as its latency model, which adds edge, transfer and cloud times. For batch-1 requests the runner
 also records each plan's observed total latency minus its model latency at the estimate it was
 chosen at, and picks the plan with the lowest corrected latency near the current estimate (the
-table's plan unless another is better by more than 3 %). The model terms per plan come from the
+table's plan unless another is better by more than 3 %; then the plan used last unless that choice
+is better than it by more than 5 %: hysteresis, so a jittering estimate does not switch between
+plans predicted within a few percent of each other). The model terms per plan come from the
 bundle (:func:`onnxsplit.plan_timing.bundle_plan_terms`: the measured halves after ``onnxsplit
 policy --timings``, else the compile-time predictions); a bundle without either runs the table
 as is. ``feedback=False`` turns it off.
@@ -127,15 +138,15 @@ __all__ = ["BandwidthEstimator", "DynamicRunner", "DynamicResult", "PlanFeedback
 class BandwidthEstimator:
     """Uplink estimator (see the module docstring for the formula and the two ``method`` s).
 
-    ``method``: ``"ewma"`` (the default) or ``"median"`` (the median of the last ``window``
-    samples). ``history`` keeps the last ``history_len`` samples as ``(time.monotonic(), sample
+    ``method``: ``"median"`` (the default: the median of the last ``window`` samples) or
+    ``"ewma"``. ``history`` keeps the last ``history_len`` samples as ``(time.monotonic(), sample
     Mbit/s, trusted, estimate after)`` for benchmarks and debugging."""
 
     METHODS = ("ewma", "median")
 
     def __init__(self, initial_mbps: float = 10.0, *, alpha: float = 0.3, rtt_ms: float | None = None,
                  min_bytes: int = 16 * 1024, min_ms: float = 0.05, floor_mbps: float = 0.01, ceil_mbps: float = 1e5,
-                 drop_factor: float = 4.0, method: str = "ewma", window: int = 5, history_len: int = 4096):
+                 drop_factor: float = 4.0, method: str = "median", window: int = 5, history_len: int = 4096):
         if not 0 < alpha <= 1:
             raise UsageError("alpha must be in (0, 1]")
         if method not in self.METHODS:
@@ -205,7 +216,7 @@ class BandwidthEstimator:
         """Feed one direct bandwidth sample (e.g. from a probe); returns the estimate. A ``trusted``
         sample (a receiver-side probe: the median of its repeats; a hedged request's bound) more than
         ``drop_factor`` times above the estimate replaces it, as a collapse does: a link that came
-        back is believed at once; with ``method="median"`` so does one that far below it."""
+        back is believed at once; with ``method="median"`` every trusted sample replaces it."""
         if not (math.isfinite(mbps) and mbps > 0):
             return self.mbps
         with self._lock:
@@ -217,7 +228,7 @@ class BandwidthEstimator:
         est = self._est
         jump = est is not None and (s > est * self.drop_factor or s < est / self.drop_factor)
         if self.method == "median":
-            if est is None or (trusted and jump):
+            if est is None or trusted:
                 self._recent.clear()
             self._recent.append(s)
             self._est = float(np.median(self._recent))
@@ -255,23 +266,30 @@ class PlanFeedback:
     ``bandwidth_factor`` (that request timed a link change). The table's plan (the one the runner
     would use without feedback) is kept unless another scores lower by more than ``margin``
     (relative). Only plans given in ``terms`` (the policy candidates: fp32 plans and int8 plans
-    within their accuracy budget) are ever chosen.
+    within their accuracy budget) are ever chosen. **Hysteresis**: the plan the runner used last
+    (``incumbent``) is kept unless the plan chosen as above scores lower by more than
+    ``hysteresis`` (relative, 5 %): at high bandwidths several plans are predicted within a
+    millisecond of each other, and an estimate that jitters by 2x would otherwise switch between
+    them request by request (on the testbed at 1000 Mbit/s YOLOv8n's runner used six plans in 71
+    requests; a switch costs, e.g. the first request on another connection).
 
     Convergence (what the tests check): with noise-free latencies, once every plan scoring below
     the table plan's observed latency has been tried, the plan kept is never slower than the table
     plan by more than ``margin``; when every prediction is optimistic (no plan is faster than
     predicted) it is the fastest plan. A plan that is *faster* than predicted is only found if
     it is tried, i.e. if the plans scoring below it turn out slower than it. Each try costs up to
-    ``min_count`` requests on a plan that may be slow.
+    ``min_count`` requests on a plan that may be slow (``DynamicRunner`` records no residual for
+    the first request after a switch, which pays the switch, so there one more).
     """
 
     def __init__(self, terms: Mapping[int, tuple[float, float]], *, window: int = 5, min_count: int = 2,
                  bandwidth_factor: float = 2.0, max_age_s: float = 60.0, margin: float = 0.03, history: int = 16,
-                 near_ms: float = 0.5, near_fraction: float = 0.05):
+                 near_ms: float = 0.5, near_fraction: float = 0.05, hysteresis: float = 0.05):
         if not 1 <= min_count <= window <= history:
             raise UsageError("PlanFeedback needs 1 <= min_count <= window <= history")
-        if not bandwidth_factor > 1 or not max_age_s > 0 or not 0 <= margin < 1:
-            raise UsageError("PlanFeedback needs bandwidth_factor > 1, max_age_s > 0 and 0 <= margin < 1")
+        if not bandwidth_factor > 1 or not max_age_s > 0 or not 0 <= margin < 1 or not 0 <= hysteresis < 1:
+            raise UsageError("PlanFeedback needs bandwidth_factor > 1, max_age_s > 0, 0 <= margin < 1 and 0 <= hysteresis < 1")
+        self.hysteresis = float(hysteresis)
         self.terms = {int(k): (float(a), float(b)) for k, (a, b) in terms.items()}
         self.window, self.min_count = int(window), int(min_count)
         self.max_age_s, self.margin = float(max_age_s), float(margin)
@@ -323,22 +341,29 @@ class PlanFeedback:
         r = self.residual(k, mbps, now)
         return self.predict(k, mbps) + (r if r is not None else 0.0)
 
-    def choose(self, mbps: float, default: int, allowed: Any = None, now: float | None = None) -> int:
+    def choose(self, mbps: float, default: int, allowed: Any = None, now: float | None = None,
+               incumbent: int | None = None) -> int:
         """The plan to run at ``mbps``: ``default`` (the table's) unless an allowed candidate plan
-        scores lower by more than ``margin``."""
+        scores lower by more than ``margin``; then ``incumbent`` (the plan used last) instead unless
+        that choice scores lower than it by more than ``hysteresis``."""
         now = time.monotonic() if now is None else now
         best, best_score, default_score = default, math.inf, None
+        scores: dict[int, float] = {}
         for k in self.terms:
             if allowed is not None and k not in allowed:
                 continue
-            sc = self.score(k, mbps, now)
+            sc = scores[k] = self.score(k, mbps, now)
             if k == default:
                 default_score = sc
             if sc < best_score:
                 best, best_score = k, sc
+        chosen, chosen_score = best, best_score
         if default_score is not None and best_score >= default_score * (1.0 - self.margin):
-            return default
-        return best
+            chosen, chosen_score = default, default_score
+        if (incumbent is not None and incumbent != chosen and incumbent in scores and math.isfinite(chosen_score)
+                and chosen_score >= scores[incumbent] * (1.0 - self.hysteresis)):
+            return incumbent
+        return chosen
 
     def observe(self, k: int, mbps: float, total_ms: float, now: float | None = None) -> None:
         """Record one request of plan ``k`` chosen at estimate ``mbps`` that took ``total_ms``."""
@@ -451,6 +476,8 @@ class DynamicRunner:
         self.hedge_plan = self._local_plan()
         self._probe_endpoint = True  # until a server answers 404 to it
         self._down_until = 0.0
+        self._last_plan: int | None = None  # the last plan chosen normally (hysteresis' incumbent)
+        self._prev_run_plan: int | None = None  # the plan the previous request ran, whatever the reason
         self._probe_lock = threading.Lock()
         self._probing = False
         self.counts: dict[int, int] = {k: 0 for k in self.runners}
@@ -475,7 +502,7 @@ class DynamicRunner:
         if k not in self.runners:  # restricted set: best allowed plan by the table's own order
             k = self.bundle.all_edge
         if self.feedback is not None and batch_size == 1:
-            k = self.feedback.choose(bw, k, allowed=self.runners)
+            k = self.feedback.choose(bw, k, allowed=self.runners, incumbent=getattr(self, "_last_plan", None))
         return k
 
     def _local_plan(self) -> int:
@@ -712,11 +739,16 @@ class DynamicRunner:
         if (self.feedback is not None and b == 1 and not fallback and self.force_plan is None
                 and hedged_from is None):
             # a request that moved the estimate by more than the feedback's bandwidth factor timed a
-            # link change, not the plan: not a residual
-            if abs(math.log(max(after, 1e-9) / max(est, 1e-9))) <= self.feedback.log_bandwidth_factor:
+            # link change, not the plan: not a residual; nor does the first request after a switch
+            # (it pays the switch: on the testbed 20-25 ms more than the plan's next requests)
+            prev = getattr(self, "_prev_run_plan", None)
+            cold = prev is not None and prev != k
+            if not cold and abs(math.log(max(after, 1e-9) / max(est, 1e-9))) <= self.feedback.log_bandwidth_factor:
                 self.feedback.observe(k, est, timings["total"])
+            self._last_plan = k  # the incumbent of the feedback's hysteresis
         with self._count_lock:
             self.counts[k] = self.counts.get(k, 0) + 1
+            self._prev_run_plan = k
         if after < est / self.estimator.drop_factor:  # collapsed: check it with a probe at once
             self._maybe_probe(now=True)
         elif self.runners[k].bundle.boundary == [] or not any(r.attempts for r in results):

@@ -388,8 +388,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--feedback", action=argparse.BooleanOptionalAction, default=True,
                     help="dynamic runner corrects its plan choice from observed latencies (onnxsplit.dynamic.PlanFeedback); "
                          "default on")
-    ap.add_argument("--estimator", choices=["ewma", "median"], default="ewma",
-                    help="dynamic runner's bandwidth estimator (onnxsplit.dynamic.BandwidthEstimator method; default ewma)")
+    ap.add_argument("--estimator", choices=["median", "ewma"], default="median",
+                    help="dynamic runner's bandwidth estimator (onnxsplit.dynamic.BandwidthEstimator method; default "
+                         "median, the library's; runs before the ninth session used ewma with alpha 0.5)")
     ap.add_argument("--hedge", action=argparse.BooleanOptionalAction, default=True,
                     help="dynamic runner answers a request that overruns its deadline with the local plan "
                          "(onnxsplit.dynamic, hedging); default on")
