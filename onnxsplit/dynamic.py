@@ -90,10 +90,12 @@ also records each plan's observed total latency minus its model latency at the e
 chosen at, and picks the plan with the lowest corrected latency near the current estimate (the
 table's plan unless another is better by more than 3 %; then the plan used last unless that choice
 is better than it by more than 5 %: hysteresis, so a jittering estimate does not switch between
-plans predicted within a few percent of each other). The model terms per plan come from the
-bundle (:func:`onnxsplit.plan_timing.bundle_plan_terms`: the measured halves after ``onnxsplit
-policy --timings``, else the compile-time predictions); a bundle without either runs the table
-as is. ``feedback=False`` turns it off.
+plans predicted within a few percent of each other). The first request after a switch or after a
+pause (idle for more than ``cold_after_s``, 1 s, and 4x the previous idle time) is no residual: it
+pays the switch or the pause. The
+model terms per plan come from the bundle (:func:`onnxsplit.plan_timing.bundle_plan_terms`: the
+measured halves after ``onnxsplit policy --timings``, else the compile-time predictions); a bundle
+without either runs the table as is. ``feedback=False`` turns it off.
 
 **Hedging** (on by default: ``hedge=True``; needs the same latency model as the feedback): the
 cloud round trip of a batch-1 request (after its edge half) gets a deadline of ``hedge_factor`` (2)
@@ -231,7 +233,9 @@ class BandwidthEstimator:
             if est is None or trusted:
                 self._recent.clear()
             self._recent.append(s)
-            self._est = float(np.median(self._recent))
+            w = sorted(self._recent)  # at most `window` values: cheaper than np.median on an edge CPU
+            n = len(w)
+            self._est = w[n // 2] if n % 2 else 0.5 * (w[n // 2 - 1] + w[n // 2])
         elif est is None or s < est / self.drop_factor or (trusted and jump):
             self._est = s
         else:
@@ -279,7 +283,7 @@ class PlanFeedback:
     predicted) it is the fastest plan. A plan that is *faster* than predicted is only found if
     it is tried, i.e. if the plans scoring below it turn out slower than it. Each try costs up to
     ``min_count`` requests on a plan that may be slow (``DynamicRunner`` records no residual for
-    the first request after a switch, which pays the switch, so there one more).
+    the first request after a switch or after a pause, which pays for that, so there one more).
     """
 
     def __init__(self, terms: Mapping[int, tuple[float, float]], *, window: int = 5, min_count: int = 2,
@@ -424,7 +428,7 @@ class DynamicRunner:
                  probe_headroom: float = 4.0, probe_repeats: int = 3, receiver_ramp: float = 2.0,
                  probe_escalation: int = 8, downlink_min_ms: float = 50.0, unresolved_ms: float = 0.1,
                  feedback: bool | PlanFeedback = True, hedge: bool = True, hedge_factor: float = 2.0,
-                 hedge_slack_ms: float = 50.0, **runner_kwargs: Any):
+                 hedge_slack_ms: float = 50.0, cold_after_s: float = 1.0, **runner_kwargs: Any):
         from .runtime import EdgeRunner
 
         self.bundle = bundle if isinstance(bundle, DynamicBundle) else load_dynamic_bundle(bundle)
@@ -464,6 +468,7 @@ class DynamicRunner:
         if not hedge_factor >= 1 or not hedge_slack_ms >= 0:
             raise UsageError("hedge_factor must be >= 1 and hedge_slack_ms >= 0")
         self.hedge_factor, self.hedge_slack_ms = float(hedge_factor), float(hedge_slack_ms)
+        self.cold_after_s = float(cold_after_s)
         self._hedge_model: PlanFeedback | None = None  # predicts a plan's latency for its deadline
         if hedge:
             if self.feedback is not None:
@@ -478,6 +483,8 @@ class DynamicRunner:
         self._down_until = 0.0
         self._last_plan: int | None = None  # the last plan chosen normally (hysteresis' incumbent)
         self._prev_run_plan: int | None = None  # the plan the previous request ran, whatever the reason
+        self._last_end: float | None = None  # perf_counter() at the end of the previous request
+        self._prev_gap_s: float | None = None  # idle time before the previous request
         self._probe_lock = threading.Lock()
         self._probing = False
         self.counts: dict[int, int] = {k: 0 for k in self.runners}
@@ -740,20 +747,34 @@ class DynamicRunner:
                 and hedged_from is None):
             # a request that moved the estimate by more than the feedback's bandwidth factor timed a
             # link change, not the plan: not a residual; nor does the first request after a switch
-            # (it pays the switch: on the testbed 20-25 ms more than the plan's next requests)
+            # or after a pause (it pays for that: on the testbed 20-25 ms more than the plan's next
+            # requests; see _after_a_pause)
             prev = getattr(self, "_prev_run_plan", None)
-            cold = prev is not None and prev != k
+            cold = prev is not None and (prev != k or self._after_a_pause(t0))
             if not cold and abs(math.log(max(after, 1e-9) / max(est, 1e-9))) <= self.feedback.log_bandwidth_factor:
                 self.feedback.observe(k, est, timings["total"])
             self._last_plan = k  # the incumbent of the feedback's hysteresis
         with self._count_lock:
             self.counts[k] = self.counts.get(k, 0) + 1
             self._prev_run_plan = k
+            last_end = getattr(self, "_last_end", None)
+            self._prev_gap_s = None if last_end is None else max(t0 - last_end, 0.0)
+            self._last_end = time.perf_counter()
         if after < est / self.estimator.drop_factor:  # collapsed: check it with a probe at once
             self._maybe_probe(now=True)
         elif self.runners[k].bundle.boundary == [] or not any(r.attempts for r in results):
             self._maybe_probe()
         return DynamicResult(outputs, timings, k, b, est, fallback, error, results, hedged_from)
+
+    def _after_a_pause(self, t0: float) -> bool:
+        """Did the request that started at ``t0`` follow a pause: more than ``cold_after_s`` idle
+        and more than 4x the idle time before the previous request (a client that always sends
+        every few seconds pays that in every request, and its requests are residuals)?"""
+        last_end, prev_gap = getattr(self, "_last_end", None), getattr(self, "_prev_gap_s", None)
+        if last_end is None:
+            return False
+        gap = t0 - last_end
+        return gap > getattr(self, "cold_after_s", 1.0) and (prev_gap is None or gap > 4.0 * prev_gap)
 
     def close(self) -> None:
         for r in self.runners.values():

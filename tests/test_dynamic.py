@@ -917,7 +917,8 @@ def test_dynamic_runner_leaves_a_plan_that_is_slower_than_its_model():
 def test_the_first_request_after_a_switch_is_not_a_feedback_residual():
     """A switch costs its first request (on the testbed 20-25 ms: a plan's first request after a
     while); recording it banned a plan for the feedback's max_age_s after one unlucky try. Only
-    requests whose plan is the previous request's plan are residuals."""
+    requests whose plan is the previous request's plan, and that do not follow a pause, are
+    residuals."""
     link = {"mbps": 200.0}
     dr = _fake_dynamic(link)
     dr.feedback = PlanFeedback({0: (40.0, 0.0), 1: (3.0, 80.0), 2: (2.0, 100.0)}, min_count=1)
@@ -934,6 +935,15 @@ def test_the_first_request_after_a_switch_is_not_a_feedback_residual():
     n2 = len(dr.feedback._obs[2])
     assert dr.infer({"x": x}).plan == 2 and len(dr.feedback._obs[2]) == n2  # cold again
     assert dr.infer({"x": x}).plan == 2 and len(dr.feedback._obs[2]) == n2 + 1
+    dr.cold_after_s = 0.05  # a pause (> cold_after_s and > 4x the previous idle time): cold too
+    time.sleep(0.1)
+    assert dr.infer({"x": x}).plan == 2 and len(dr.feedback._obs[2]) == n2 + 1
+    assert dr.infer({"x": x}).plan == 2 and len(dr.feedback._obs[2]) == n2 + 2
+    # ... but a client that always pauses that long: its requests are residuals after the first
+    for i in range(3):
+        time.sleep(0.1)
+        dr.infer({"x": x})
+    assert len(dr.feedback._obs[2]) == n2 + 4
 
 
 def test_runner_feedback_terms_come_from_the_bundle(tiny_dynamic):
