@@ -16,13 +16,13 @@ is ``initial_mbps``. Two methods (``method``):
 * ``"median"`` (the default): the estimate is the median of the last ``window`` (5) samples. A
   *trusted* sample (a receiver-side probe, itself the median of its repeats; a hedged request's
   bound; both below) replaces it and restarts the window: a link that collapsed or came back is
-  believed at once (with only a > ``drop_factor`` jump believed, a probe reading 4x the stale
-  estimate of an all-edge runner was one sample among stale ones: MiniLM's runner stayed
-  all-edge for 3 s at 20 Mbit/s on the testbed). An
-  isolated sample far off does not move it (on the testbed: a sender stalled by its CPU quota in
-  mid-body reads 3-10x low, a body that fitted in the token bucket's burst or that the delay relay
-  coalesced reads 5-10x high); a real change does once it holds the majority of the window (3
-  samples), and a drop large enough to matter is caught sooner by the hedge.
+  believed at once (when only a jump beyond ``drop_factor`` was believed, a probe reading 4x the
+  stale estimate of an all-edge runner was one sample among stale ones: MiniLM's runner stayed
+  all-edge for 2 s at 20 Mbit/s on the testbed). An isolated sample far off does not move it (on
+  the testbed: a sender stalled by its CPU quota in mid-body reads 3-10x low, a body that fitted
+  in the token bucket's burst or that the delay relay coalesced reads 5-10x high); a real change
+  does once it holds the majority of the window (3 samples), and a drop large enough to matter is
+  caught sooner by the hedge.
 * ``"ewma"``: an exponentially weighted moving average ``est <- alpha * sample + (1 - alpha) *
   est`` (the first sample sets it), except that any sample below ``est / drop_factor`` replaces the
   estimate (a collapsing link is believed at once: with the average alone, each of the next few
@@ -72,9 +72,10 @@ at which ``B`` bytes take ``unresolved_ms``, 0.1 ms: an unresolvable body says t
 least that fast, not how much faster) and at least the estimate (a body the estimate already calls
 unresolvable says nothing new). Without the upper bound a run of unresolvable requests doubled the
 estimate per request up to ``ceil_mbps``: on the testbed at 1000 Mbit/s, 25 KB bodies took the
-median estimate to 100 Gbit/s in 25 requests. The downlink is sampled on its receiver side too: when a response's binary
-outputs (at least ``min_bytes``) took at least ``downlink_min_ms`` (50) to arrive at the edge, their
-rate over the bundle's down/up bandwidth ratio is one more sample, taken after the request's
+median estimate to 100 Gbit/s in 25 requests. The downlink is sampled on its receiver side too:
+when a response's binary outputs (at least ``min_bytes``) took at least ``downlink_min_ms`` (50)
+to arrive at the edge, their rate over the bundle's down/up bandwidth ratio is one more sample,
+taken after the request's
 uplink sample (a link that slows down while a request is in flight shows on its response first;
 shorter reads are not timed: an edge process can be descheduled for a scheduling period).
 Requests moving fewer than ``min_bytes`` still only update the rtt minimum. ``probe()`` runs one
@@ -228,7 +229,6 @@ class BandwidthEstimator:
     def _add(self, s: float, *, trusted: bool = False) -> None:  # caller holds the lock
         s = min(max(s, self.floor_mbps), self.ceil_mbps)
         est = self._est
-        jump = est is not None and (s > est * self.drop_factor or s < est / self.drop_factor)
         if self.method == "median":
             if est is None or trusted:
                 self._recent.clear()
@@ -236,7 +236,7 @@ class BandwidthEstimator:
             w = sorted(self._recent)  # at most `window` values: cheaper than np.median on an edge CPU
             n = len(w)
             self._est = w[n // 2] if n % 2 else 0.5 * (w[n // 2 - 1] + w[n // 2])
-        elif est is None or s < est / self.drop_factor or (trusted and jump):
+        elif est is None or s < est / self.drop_factor or (trusted and s > est * self.drop_factor):
             self._est = s
         else:
             self._est = self.alpha * s + (1 - self.alpha) * est
