@@ -31,6 +31,18 @@ def fmt_count(n: float) -> str:
     return f"{n:.0f}"
 
 
+def int_list(text: str) -> list[int]:
+    """argparse ``type=`` for comma-separated integers (``"2,4,8"``); argparse turns the ValueError
+    into a one-line error naming the option, exit code 2."""
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"comma-separated integers expected, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("at least one integer expected")
+    return values
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]

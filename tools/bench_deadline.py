@@ -28,6 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from onnxsplit.cli import int_list  # noqa: E402
+
 
 def _bundle(work: Path, kb: int) -> Path:
     import onnx
@@ -85,15 +87,11 @@ def bench(kb: int, requests: int, blocks: int, work: Path) -> tuple[float, float
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench_deadline", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--kb", default="25,100,300", help="boundary sizes in KB (each way), comma-separated")
+    ap.add_argument("--kb", type=int_list, default="25,100,300", help="boundary sizes in KB (each way), comma-separated")
     ap.add_argument("--requests", type=int, default=300, help="requests per variant and size")
     ap.add_argument("--blocks", type=int, default=6, help="alternating blocks per variant")
     args = ap.parse_args(argv)
-    try:
-        sizes = [int(x) for x in args.kb.split(",") if x.strip()]
-    except ValueError:
-        print(f"error: --kb must be comma-separated integers, got {args.kb!r}", file=sys.stderr)
-        return 2
+    sizes = args.kb
     if not sizes or min(sizes) < 1 or args.requests < 1 or args.blocks < 1:
         print("error: need sizes >= 1 KB, --requests >= 1 and --blocks >= 1", file=sys.stderr)
         return 2

@@ -20,6 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from onnxsplit.cli import int_list  # noqa: E402
+
 
 def bench(n_plans: int, calls: int, seed: int = 0) -> tuple[float, float]:
     from onnxsplit.dynamic import PlanFeedback
@@ -39,16 +41,12 @@ def bench(n_plans: int, calls: int, seed: int = 0) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench_feedback", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--plans", default="2,4,8,16", help="plan counts to time")
+    ap.add_argument("--plans", type=int_list, default="2,4,8,16", help="plan counts to time")
     ap.add_argument("--calls", type=int, default=2000)
     args = ap.parse_args(argv)
     from onnxsplit.cli import table
 
-    try:
-        counts = [int(x) for x in args.plans.split(",") if x.strip()]
-    except ValueError:
-        print(f"error: --plans must be comma-separated integers, got {args.plans!r}", file=sys.stderr)
-        return 2
+    counts = args.plans
     if not counts or min(counts) < 1 or args.calls < 1:
         print("error: need plan counts >= 1 and --calls >= 1", file=sys.stderr)
         return 2

@@ -34,6 +34,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from onnxsplit.cli import int_list  # noqa: E402
+
 
 def _session(model, threads: int):  # noqa: ANN001, ANN202
     from onnxsplit.profile import feeds_for, make_timed_session
@@ -64,7 +66,7 @@ def measure(model, *, threads: int, rounds: int, reps: int) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench_timing_noise", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seeds", default="3,40,77,120,200,5,9,150", help="netgen seeds of the nets to time")
+    ap.add_argument("--seeds", type=int_list, default="3,40,77,120,200,5,9,150", help="netgen seeds of the nets to time")
     ap.add_argument("--rounds", type=int, default=5, help="fresh sessions per measurement")
     ap.add_argument("--reps", type=int, default=30, help="timed runs per round")
     ap.add_argument("--cv-rounds", type=int, default=30, help="rounds for the thread-count comparison")
@@ -75,11 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     from onnxsplit.cli import table
     from onnxsplit.profile import HighPriority, build_spec
 
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        print(f"error: --seeds must be comma-separated integers, got {args.seeds!r}", file=sys.stderr)
-        return 2
+    seeds = args.seeds
     if not seeds or args.rounds < 1 or args.reps < 3 or args.cv_rounds < 3:
         print("error: need at least one seed, --rounds >= 1, --reps >= 3, --cv-rounds >= 3", file=sys.stderr)
         return 2
