@@ -5,7 +5,10 @@ models contain: decomposed activations (``x * Clip(x + 3, 0, 6) / 6``), squeeze-
 unfolded BatchNormalization, LRN, inception branches, dense concatenations, FPN necks with
 Resize/ConvTranspose, OCR-style sequence heads, transformers with decomposed LayerNorm/Gelu. This
 module draws a whole network from a seeded vocabulary of such blocks, so that ``onnxsplit profile``
-can time hundreds of structurally different models (:func:`net_specs`).
+can time hundreds of structurally different models (:func:`net_specs`). Vocabulary v1 draws
+96-320 pixel inputs (fp32 0.2-30 ms on onnxruntime here); v2 the same blocks at CIFAR/MNIST scale
+(28-64 pixels, 0.04-10 ms, median 0.3), the regime of small held-out networks (``onnxsplit profile --nets N
+--net-version 2``).
 
 Contract:
 
@@ -25,7 +28,7 @@ import numpy as np
 
 __all__ = ["NET_VERSIONS", "net_model", "net_specs"]
 
-NET_VERSIONS = (1,)
+NET_VERSIONS = (1, 2)
 
 _ACTS = ["relu", "relu", "clip", "hswish", "hswish_dec", "hsig_mul", "silu", "leaky", "sigmoid"]
 
@@ -131,26 +134,35 @@ def _shape_of(b: Any, name: str) -> list[int]:
     return [d.dim_value for d in m.graph.output[0].type.tensor_type.shape.dim]
 
 
-def _cnn(b: Any, rng: np.random.Generator, hw: tuple[int, int]) -> None:
+_V1_WIDTHS = [16, 16, 24, 32, 32, 48, 64]
+_V2_WIDTHS = [8, 16, 16, 16, 24, 32, 32, 48]
+
+
+def _cnn(b: Any, rng: np.random.Generator, hw: tuple[int, int], *, small: bool = False, stem_stride: int = 2) -> None:
+    """A CNN. ``small`` (v2): CIFAR-scale widths, no 7x7 stem, as many stride-2 stages as the input allows.
+
+    The draws from ``rng`` are the same in both modes (v1 graphs must not change)."""
     f = np.float32
     n = _Net(b, rng, _rng_choice(rng, _ACTS), bool(rng.random() < 0.6))
     block_kind = _rng_choice(rng, ["basic", "bottleneck", "inverted", "inverted", "dwsep", "inception", "dense"])
     block = getattr(n, block_kind)
-    w0 = int(_rng_choice(rng, [16, 16, 24, 32, 32, 48, 64]))
+    w0 = int(_rng_choice(rng, _V2_WIDTHS if small else _V1_WIDTHS))
     x = b.input((1, 3, *hw))
-    if rng.random() < 0.3:  # AlexNet/Inception-v1 style: big stem, LRN, pool
+    if rng.random() < (0.0 if small else 0.3):  # AlexNet/Inception-v1 style: big stem, LRN, pool
         y = n.cbr(x, 3, w0, 7, 2)
         y = b.node("MaxPool", [y], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
         if rng.random() < 0.5:
             y = b.node("LRN", [y], size=5, alpha=1e-4, beta=0.75, bias=1.0)
     else:
-        y = n.cbr(x, 3, w0, 3, 2)
+        y = n.cbr(x, 3, w0, 3, stem_stride)
     c = w0
     feats: list[tuple[str, int]] = []
     n_stages = int(rng.integers(3, 6))
+    if small:  # every stride-2 stage needs >= 2 pixels: 32x32 after a stride-1 stem allows 4
+        n_stages = max(2, min(n_stages, int(math.log2(min(_shape_of(b, y)[2:])))))
     for st in range(n_stages):
         cout = int(round(c * float(_rng_choice(rng, [1.25, 1.5, 2.0, 2.0])) / 8)) * 8 if st else c * 2
-        cout = min(max(cout, 32), 512)
+        cout = min(max(cout, 16 if small and block_kind != "inception" else 32), 256 if small else 512)
         for i in range(int(rng.integers(1, 5))):
             y = block(y, c, cout, 2 if i == 0 else 1)
             c = cout
@@ -234,7 +246,13 @@ def _transformer(b: Any, rng: np.random.Generator, seq: int, d: int, heads: int,
 
 
 def net_model(spec: dict[str, Any]) -> Any:
-    """The ONNX model of a ``{"gen": "net", "seed": S, "v": 1[, "max_mflops": M]}`` spec."""
+    """The ONNX model of a ``{"gen": "net", "seed": S, "v": 1|2[, "max_mflops": M]}`` spec.
+
+    v1: 96-320 pixel CNNs (or 32/48 x 160-320 strips) and transformers of 16-256 tokens, widths
+    16-512 (fp32 median 1.8 ms on onnxruntime here). v2: the same block vocabulary at CIFAR/MNIST scale
+    (28-64 pixel inputs, widths 8-256, a stride-1 stem on small inputs, no 7x7 stem; transformers of
+    8-64 tokens, d 32-128), whose cost is mostly per-kernel fixed costs (fp32 median 0.30 ms here,
+    90 % within 0.07-2 ms)."""
     from .ir import Graph
     from .profile import ProfileError, _B
 
@@ -245,7 +263,14 @@ def net_model(spec: dict[str, Any]) -> Any:
     max_mflops = float(spec.get("max_mflops", 4000.0))
     rng0 = np.random.default_rng([seed, v])
     kind = "transformer" if rng0.random() < 0.2 else "cnn"
-    if kind == "cnn":
+    small, stem_stride = v == 2, 2
+    if small and kind == "cnn":  # CIFAR/MNIST scale: the sub-millisecond regime v1 (median 1.8 ms) has little of
+        h = w = int(_rng_choice(rng0, [28, 32, 32, 32, 48, 64]))
+        stem_stride = 1 if h <= 32 or rng0.random() < 0.5 else 2
+    elif small:
+        seq, d = int(_rng_choice(rng0, [8, 16, 32, 64])), int(_rng_choice(rng0, [32, 64, 96, 128]))
+        heads, layers = int(_rng_choice(rng0, [2, 4])), int(rng0.integers(1, 4))
+    elif kind == "cnn":
         if rng0.random() < 0.2:
             h, w = int(_rng_choice(rng0, [32, 48])), int(_rng_choice(rng0, [160, 256, 320]))
         else:
@@ -261,8 +286,8 @@ def net_model(spec: dict[str, Any]) -> Any:
         rng = np.random.default_rng([seed, v, 1])
         if kind == "cnn":
             hh = max(32, int(round(h * scale / 32)) * 32) if h >= 96 else h
-            ww = max(32, int(round(w * scale / 32)) * 32)
-            _cnn(b, rng, (hh, ww))
+            ww = max(32, int(round(w * scale / 32)) * 32) if not small or scale < 1.0 else w
+            _cnn(b, rng, (hh, ww), small=small, stem_stride=stem_stride)
         else:
             _transformer(b, rng, max(8, int(seq * scale)), d, heads, layers)
         model = b.model()
@@ -273,6 +298,10 @@ def net_model(spec: dict[str, Any]) -> Any:
     raise ProfileError(f"net spec seed {seed}: cannot fit {max_mflops} MFLOPs (last {mflops:.0f})")
 
 
-def net_specs(n: int, *, start: int = 0, max_mflops: float = 4000.0) -> list[dict[str, Any]]:
-    """``n`` random-network specs (seeds ``start .. start + n - 1``)."""
-    return [{"gen": "net", "seed": s, "v": 1, "max_mflops": max_mflops} for s in range(start, start + n)]
+def net_specs(n: int, *, start: int = 0, max_mflops: float = 4000.0, version: int = 1) -> list[dict[str, Any]]:
+    """``n`` random-network specs of vocabulary ``version`` (seeds ``start .. start + n - 1``)."""
+    if version not in NET_VERSIONS:
+        from .profile import ProfileError
+
+        raise ProfileError(f"net spec version {version} is unknown; this onnxsplit builds v{', v'.join(map(str, NET_VERSIONS))}")
+    return [{"gen": "net", "seed": s, "v": version, "max_mflops": max_mflops} for s in range(start, start + n)]

@@ -1039,6 +1039,8 @@ def run_profile(
     include_models: bool = True,
     quick_models: bool = False,
     n_nets: int = 0,
+    net_version: int = 1,
+    net_start: int = 0,
     extra_models: Sequence[dict[str, Any]] = (),
     threads: int | None = None,
     warmup: int = 3,
@@ -1059,7 +1061,8 @@ def run_profile(
     """Measure kernels and models on this machine for ``target``; write the CSV to ``output``.
 
     ``n_nets`` adds that many random realistic networks (:func:`onnxsplit.netgen.net_specs`) as
-    whole-model samples (independent of ``include_models``, which selects the built-in list).
+    whole-model samples (independent of ``include_models``, which selects the built-in list):
+    vocabulary ``net_version``, seeds ``net_start ..``.
     ``specs`` (``(kind, spec, split)`` triples, e.g. from :func:`redo_specs`) replaces all of these:
     exactly those samples are timed.
 
@@ -1127,7 +1130,7 @@ def run_profile(
         if n_nets > 0:
             from .netgen import net_specs
 
-            specs += [("model", s, "") for s in net_specs(n_nets)]
+            specs += [("model", s, "") for s in net_specs(n_nets, start=net_start, version=net_version)]
         specs += [("model", s, "validate") for s in extra_models]
 
     skipped: list[tuple[str, str]] = []
