@@ -277,6 +277,18 @@ class PlanFeedback:
     them request by request (on the testbed at 1000 Mbit/s YOLOv8n's runner used six plans in 71
     requests; a switch costs, e.g. the first request on another connection).
 
+    **Re-try** (``retry_after``): residuals say how a plan ran when it was last used, and an
+    abandoned plan would keep them for ``max_age_s``. A slow spell (the edge's CPU quota, a burst of
+    load on the server) can make the best plan read slow for a few requests; the runner moves to
+    another, and the spell's residuals would keep it away after the spell ended (YOLOv8n testbed run
+    s9d: 25-29 ms on the plan it moved to for the rest of the cell, 20 ms on the one it left). So a
+    plan that has not been observed for ``retry_after`` recorded requests (of any plan) scores its
+    prediction again, and its old residuals are dropped when it is next observed: the runner tries
+    it again if the model says it is better. Each re-try that finds the plan still slow doubles that
+    plan's interval (up to ``retry_max``); ``window`` requests of the plan in a row reset it. The cost
+    of a plan that is really slower than predicted: a re-try (one cold request and ``min_count``
+    recorded ones) after 20, 40, 80, ... requests elsewhere.
+
     Convergence (what the tests check): with noise-free latencies, once every plan scoring below
     the table plan's observed latency has been tried, the plan kept is never slower than the table
     plan by more than ``margin``; when every prediction is optimistic (no plan is faster than
@@ -288,9 +300,17 @@ class PlanFeedback:
 
     def __init__(self, terms: Mapping[int, tuple[float, float]], *, window: int = 5, min_count: int = 2,
                  bandwidth_factor: float = 2.0, max_age_s: float = 60.0, margin: float = 0.03, history: int = 16,
-                 near_ms: float = 0.5, near_fraction: float = 0.05, hysteresis: float = 0.05):
+                 near_ms: float = 0.5, near_fraction: float = 0.05, hysteresis: float = 0.05,
+                 retry_after: int = 20, retry_max: int = 640):
         if not 1 <= min_count <= window <= history:
             raise UsageError("PlanFeedback needs 1 <= min_count <= window <= history")
+        if not 1 <= retry_after <= retry_max:
+            raise UsageError("PlanFeedback needs 1 <= retry_after <= retry_max")
+        self.retry_after, self.retry_max = int(retry_after), int(retry_max)
+        self._n = 0  # recorded requests, all plans
+        self._seen: dict[int, int] = {}  # plan -> self._n at its newest observation
+        self._interval: dict[int, int] = {}  # plan -> its current re-try interval (requests)
+        self._streak: tuple[int | None, int] = (None, 0)  # (plan, how many of its requests in a row)
         if not bandwidth_factor > 1 or not max_age_s > 0 or not 0 <= margin < 1 or not 0 <= hysteresis < 1:
             raise UsageError("PlanFeedback needs bandwidth_factor > 1, max_age_s > 0, 0 <= margin < 1 and 0 <= hysteresis < 1")
         self.hysteresis = float(hysteresis)
@@ -328,6 +348,8 @@ class PlanFeedback:
         lb, p = math.log(max(float(mbps), 1e-9)), self.predict(k, mbps)
         got: list[float] = []
         with self._lock:
+            if self._stale(k):
+                return None
             for t, lb0, p0, r in reversed(self._obs.get(k, ())):
                 if now - t > self.max_age_s:
                     break
@@ -376,7 +398,22 @@ class PlanFeedback:
         now = time.monotonic() if now is None else now
         p = self.predict(k, mbps)
         with self._lock:
+            if self._stale(k):  # a re-try: what the plan did before it was left no longer counts
+                self._obs[k].clear()
+                self._interval[k] = min(2 * self._interval.get(k, self.retry_after), self.retry_max)
             self._obs[k].append((now, math.log(float(mbps)), p, float(total_ms) - p))
+            self._n += 1
+            self._seen[k] = self._n
+            last, run = self._streak
+            self._streak = (k, run + 1 if last == k else 1)
+            if self._streak[1] >= self.window:
+                self._interval.pop(k, None)
+
+    def _stale(self, k: int) -> bool:
+        """Has plan ``k`` (observed before) gone ``retry_after`` (or its backed-off interval)
+        recorded requests without an observation? Call with the lock held."""
+        seen = self._seen.get(k)
+        return seen is not None and self._n - seen > self._interval.get(k, self.retry_after)
 
 
 @dataclass

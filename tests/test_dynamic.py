@@ -796,7 +796,7 @@ def test_feedback_with_optimistic_predictions_finds_the_fastest_plan(plans, mbps
     after at most min_count (2) tries of each plan, the runner settles on the truly fastest plan
     (with hysteresis h and the last plan as the incumbent: on one at most 1 / (1 - h) times slower)."""
     terms = {k: (a, b) for k, (a, b, _) in enumerate(plans)}
-    fb = PlanFeedback(terms, margin=0.0, hysteresis=hysteresis)
+    fb = PlanFeedback(terms, margin=0.0, hysteresis=hysteresis, retry_after=1000, retry_max=1000)  # no re-tries here
     true_ms = {k: fb.predict(k, mbps) + extra for k, (_, _, extra) in enumerate(plans)}
     table = min(terms, key=lambda k: (fb.predict(k, mbps), k))  # what the table would pick
     used = _run_feedback(fb, true_ms, mbps, n=2 * len(plans) + 3, table=table, sticky=hysteresis > 0)
@@ -815,7 +815,7 @@ def test_feedback_never_settles_worse_than_the_table_plan(plans, mbps, margin, h
     `margin` slower than the table's plan really is (with hysteresis and the last plan as the
     incumbent: at most (1 + margin) / (1 - hysteresis) times)."""
     terms = {k: (a, b) for k, (a, b, _) in enumerate(plans)}
-    fb = PlanFeedback(terms, margin=margin, hysteresis=hysteresis)
+    fb = PlanFeedback(terms, margin=margin, hysteresis=hysteresis, retry_after=1000, retry_max=1000)  # no re-tries here
     true_ms = {k: max(0.1, fb.predict(k, mbps) + extra) for k, (_, _, extra) in enumerate(plans)}
     table = min(terms, key=lambda k: (fb.predict(k, mbps), k))
     used = _run_feedback(fb, true_ms, mbps, n=3 * len(plans) + 3, table=table, sticky=hysteresis > 0)
@@ -839,6 +839,50 @@ def test_hysteresis_keeps_the_last_plan_while_the_estimate_jitters():
     assert fb.choose(1.0, 4, incumbent=1) == 4  # at 1 Mbit/s plan 1 is predicted 815 ms: leave it
     with pytest.raises(onnxsplit.errors.UsageError):
         PlanFeedback({1: (1.0, 1.0)}, hysteresis=1.0)
+
+
+def test_an_abandoned_plan_is_retried_after_a_slow_spell_and_backs_off_while_it_stays_slow():
+    """Plan 5 (the table's, 20 ms) reads 35 ms during a spell of 6 requests and the runner moves to
+    plan 7 (26 ms): after ``retry_after`` requests there plan 5 is tried again and, the spell over,
+    kept. A plan really slower than predicted is re-tried after 20, 40, 80, ... requests elsewhere,
+    min_count (2) requests each time, so it costs a few percent of the requests, not its residuals'
+    whole lifetime of ``max_age_s``."""
+    terms = {5: (20.0, 0.0), 7: (26.0, 0.0)}
+    fb = PlanFeedback(terms, retry_after=20, hysteresis=0.05)
+    used: list[int] = []
+    for i in range(200):
+        k = fb.choose(100.0, 5, now=float(i), incumbent=used[-1] if used else None)
+        spell = 10 <= i < 16
+        fb.observe(k, 100.0, {5: 35.0 if spell else 20.0, 7: 26.0}[k], now=float(i))
+        used.append(k)
+    assert used[:10] == [5] * 10 and 7 in used[10:20]  # the spell sends it to plan 7 ...
+    left = used.index(7)
+    back = used.index(5, left)
+    assert back - left == 21  # ... and it comes back after 20 recorded requests elsewhere
+    assert used[back:] == [5] * (200 - back)
+    # without the re-try (the old behaviour) it stays on plan 7 for max_age_s
+    fb_old = PlanFeedback(terms, retry_after=10_000, retry_max=10_000, hysteresis=0.05)
+    used_old: list[int] = []
+    for i in range(50):
+        k = fb_old.choose(100.0, 5, now=float(i), incumbent=used_old[-1] if used_old else None)
+        fb_old.observe(k, 100.0, {5: 35.0 if 10 <= i < 16 else 20.0, 7: 26.0}[k], now=float(i))
+        used_old.append(k)
+    assert used_old[-30:] == [7] * 30
+    # plan 5 always 35 ms (predicted 20): re-tries back off exponentially
+    fb2 = PlanFeedback(terms, retry_after=20, retry_max=640, hysteresis=0.05)
+    used2: list[int] = []
+    for i in range(1000):
+        k = fb2.choose(100.0, 5, now=i * 0.01, incumbent=used2[-1] if used2 else None)
+        fb2.observe(k, 100.0, {5: 35.0, 7: 26.0}[k], now=i * 0.01)
+        used2.append(k)
+    starts = [i for i in range(1, 1000) if used2[i] == 5 and used2[i - 1] == 7]
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert len(starts) == 5 and all(g2 > 1.8 * g1 for g1, g2 in zip(gaps, gaps[1:])), (starts, gaps)
+    assert used2.count(5) <= 2 + 2 * len(starts)  # min_count requests per try
+    with pytest.raises(onnxsplit.errors.UsageError):
+        PlanFeedback(terms, retry_after=0)
+    with pytest.raises(onnxsplit.errors.UsageError):
+        PlanFeedback(terms, retry_after=50, retry_max=20)
 
 
 def test_feedback_is_local_in_bandwidth_and_time_and_robust_to_one_outlier():
