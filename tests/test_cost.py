@@ -106,6 +106,74 @@ def test_silu_transpose_matmul_and_constant_folding() -> None:
     assert ks["shape"].family == "constant"  # Shape of a static tensor is folded
 
 
+def _hswish_block() -> onnxsplit.Graph:
+    """conv -> relu -> conv + residual -> x * HardSigmoid(x) (PP-LCNet style) -> Div."""
+    f = TensorProto.FLOAT
+    w = numpy_helper.from_array(np.full((8, 8, 1, 1), 0.1, np.float32), "w")
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c0"], name="conv0"),
+        helper.make_node("Relu", ["c0"], ["r0"], name="relu0"),
+        helper.make_node("Conv", ["r0", "w"], ["c1"], name="conv1"),
+        helper.make_node("Add", ["c1", "r0"], ["a"], name="res_add"),
+        helper.make_node("HardSigmoid", ["a"], ["hs"], name="hsig"),
+        helper.make_node("Mul", ["a", "hs"], ["hw"], name="hswish_mul"),
+        helper.make_node("Div", ["hw", "two"], ["y"], name="div"),
+    ]
+    two = numpy_helper.from_array(np.array(2.0, np.float32), "two")
+    return _model(nodes, [helper.make_tensor_value_info("x", f, [1, 8, 8, 8])],
+                  [helper.make_tensor_value_info("y", f, [1, 8, 8, 8])], [w, two])
+
+
+def test_int8_on_ort_cpu_groups_kernels_as_quantized_models_run() -> None:
+    """fp32: onnxruntime fuses HardSigmoid into the conv; an int8 (QDQ) model runs QLinearConv with
+    Relu/Clip folded in and everything else as kernels of its own, the ops the quantizer leaves
+    fp32 (HardSigmoid, Div) between a DequantizeLinear and a QuantizeLinear: family int8_fallback."""
+    from onnxsplit.cost.kernels import group_kernels_for
+
+    g = _hswish_block()
+    fp32 = _by_head(group_kernels_for(g, "ort-cpu", "fp32"))
+    assert fp32["conv0"].members == ("conv0", "relu0") and fp32["conv1"].members == ("conv1", "res_add")
+    assert {h: k.family for h, k in fp32.items() if not h.startswith("conv")} == {
+        "hsig": "elementwise", "hswish_mul": "elementwise", "div": "elementwise"}
+    int8 = _by_head(group_kernels_for(g, "ort-cpu", "int8"))
+    assert int8["conv0"].members == ("conv0", "relu0") and int8["conv1"].members == ("conv1",)
+    assert {h: k.family for h, k in int8.items() if not h.startswith("conv")} == {
+        "res_add": "elementwise", "hsig": "int8_fallback", "hswish_mul": "elementwise", "div": "int8_fallback"}
+    # other runtimes/precisions are unchanged
+    assert _by_head(group_kernels_for(g, "ort-cuda", "int8")).keys() == _by_head(group_kernels(g, "ort-cuda")).keys()
+    # a lone non-quantized op: the quantizer leaves such a graph fp32, so it is no fallback island
+    lone = _model([helper.make_node("HardSigmoid", ["x"], ["y"], name="hs")],
+                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])])
+    assert [k.family for k in group_kernels_for(lone, "ort-cpu", "int8")] == ["elementwise"]
+    # predict() and the fit use the same grouping; a model without an int8_fallback law prices those
+    # kernels with its elementwise law (the parent family), never 0
+    def law(one_ms: float) -> dict:
+        return {**dict.fromkeys(FEATURES, 0.0), "one": one_ms}
+
+    m = CostModel(target="host-x86", runtime="ort-cpu", precision="int8", version="t", features=FEATURES,
+                  families={"conv_pw": law(0.01), "elementwise": law(0.002)}, overhead_ms=0.0)
+    table = predict(g, "host-x86", "int8", cost_model=m)
+    assert table.latency_ms["hsig"] == pytest.approx(0.002) and table.latency_ms["div"] == pytest.approx(0.002)
+    assert table.latency_ms["relu0"] == 0.0 and table.fused_into["relu0"] == "conv0"
+    m.families["int8_fallback"] = law(0.005)
+    table = predict(g, "host-x86", "int8", cost_model=m)
+    assert table.latency_ms["hsig"] == pytest.approx(0.005) and table.latency_ms["hswish_mul"] == pytest.approx(0.002)
+    s = sample_from_graph(g, 1.0, rules="ort-cpu", precision="int8")
+    assert s.family_features["int8_fallback"]["one"] == 2.0
+
+
+def test_quantized_ops_match_the_installed_quantizer() -> None:
+    """QUANTIZED_OPS is a copy of onnxruntime's quantizer registries (so that a kernel's family
+    does not depend on the installed version); an onnxruntime upgrade that changes them fails here."""
+    pytest.importorskip("onnxruntime")
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    from onnxsplit.cost.kernels import QUANTIZED_OPS
+
+    assert QUANTIZED_OPS == frozenset(QDQRegistry) | frozenset(QLinearOpsRegistry)
+
+
 def test_op_family_classification() -> None:
     g = onnxsplit.load_graph(zoo.mobilenetv2_like())
     fams = {k.head: k.family for k in group_kernels(g)}

@@ -38,7 +38,7 @@ from scipy.optimize import nnls
 from ..errors import OnnxSplitError
 from ..ir import Graph
 from .features import FEATURES
-from .kernels import FAMILIES, FusionRules, group_kernels, resolve_family
+from .kernels import FAMILIES, FusionRules, group_kernels, group_kernels_for, resolve_family
 from .model import CostModel
 
 __all__ = [
@@ -81,12 +81,18 @@ class Sample:
 
 
 def sample_from_graph(graph: Graph, latency_ms: float, *, name: str = "", kind: str = "model",
-                      rules: FusionRules | str | None = None) -> Sample:
-    """Sum the features of ``graph``'s kernels per family (constant-folded kernels cost 0)."""
+                      rules: FusionRules | str | None = None, precision: str | None = None) -> Sample:
+    """Sum the features of ``graph``'s kernels per family (constant-folded kernels cost 0).
+    Kernels are grouped as :func:`onnxsplit.cost.predict` groups them for ``rules`` (a runtime
+    name) at ``precision`` (int8 on ort-cpu: :func:`~onnxsplit.cost.kernels.mark_int8_fallbacks`)."""
     fam: dict[str, dict[str, float]] = {}
     configs: dict[str, float] = {}
     info: dict[str, tuple[str, dict[str, float]]] = {}
-    for k in group_kernels(graph, rules):
+    if isinstance(rules, FusionRules):
+        kernels = group_kernels(graph, rules)
+    else:
+        kernels = group_kernels_for(graph, rules, precision)
+    for k in kernels:
         if k.family == "constant":
             continue
         acc = fam.setdefault(k.family, dict.fromkeys(FEATURES, 0.0))
@@ -499,7 +505,8 @@ def fit_from_whole_models(
         raise FitError("no measurements to fit")
     rules = rules if rules is not None else runtime
     names = list(names) if names is not None else [g.model.graph.name or f"model{i}" for i, g in enumerate(graphs)]
-    models = [sample_from_graph(g, lat, name=n, rules=rules) for g, lat, n in zip(graphs, latencies_ms, names)]
+    models = [sample_from_graph(g, lat, name=n, rules=rules, precision=precision)
+              for g, lat, n in zip(graphs, latencies_ms, names)]
     covered = [i for i, s in enumerate(models) if not set(s.family_features) & UNFITTED_FAMILIES]
     covered_set = set(covered)
     uncovered = [i for i in range(len(models)) if i not in covered_set]
@@ -671,14 +678,15 @@ def fit_profile(
         if kind in ("kernel", "overhead"):
             if graph is not None:
                 kernel_samples.append(sample_from_graph(graph, float(lat), name=str(r.get("name")), kind="kernel",
-                                                        rules=runtime))
+                                                        rules=runtime, precision=precision))
             else:
                 kernel_samples.append(sample_from_kernel_row({**r, "median_ms": lat}, index=int(r.get("_line", 0))))
         elif kind == "model":
             if graph is None:
                 raise FitError(f"row {r.get('_line', '?')} ({r.get('name')}): a model row needs a spec")
             if r.get("split") == "validate":
-                validate.append((graph, sample_from_graph(graph, float(lat), name=str(r.get("name")), rules=runtime)))
+                validate.append((graph, sample_from_graph(graph, float(lat), name=str(r.get("name")), rules=runtime,
+                                                          precision=precision)))
             else:
                 graphs.append(graph)
                 lats.append(float(lat))

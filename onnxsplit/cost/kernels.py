@@ -50,8 +50,12 @@ __all__ = [
     "Kernel",
     "fusion_rules",
     "group_kernels",
+    "group_kernels_for",
     "kernel_signature",
+    "mark_int8_fallbacks",
     "op_family",
+    "QUANTIZED_OPS",
+    "uses_int8_fallbacks",
 ]
 
 #: op families and what they cover (the coefficients of a cost model are per family)
@@ -77,11 +81,24 @@ FAMILIES: dict[str, str] = {
     "control_flow": "If, Loop, Scan (subgraphs are not costed)",
     "other": "ops without a family (custom domains, model-local functions, ...)",
     "constant": "constant-foldable nodes: computed once when the session is created (0 ms)",
+    "int8_fallback": "int8 graphs on onnxruntime CPU: an elementwise/transcendental kernel the static quantizer "
+                     "leaves in fp32 next to quantized ops (HardSigmoid, Div, Erf, Pow, ...): it runs between a "
+                     "DequantizeLinear and a QuantizeLinear (see mark_int8_fallbacks)",
 }
 
 #: a family a cost model may lack falls back to its parent's law (older artifacts, and data sets
 #: too small to separate them, e.g. HELP's CNNs have no LRN): see :func:`resolve_family`
-FAMILY_PARENT: dict[str, str] = {"transcendental": "elementwise", "lrn": "norm"}
+FAMILY_PARENT: dict[str, str] = {"transcendental": "elementwise", "lrn": "norm", "int8_fallback": "elementwise"}
+
+#: op types onnxruntime's static quantizer quantizes (its QDQ and QOperator registries, onnxruntime
+#: 1.32: ``onnxruntime.quantization.registry``), fixed here so that a kernel's family does not change
+#: with the installed onnxruntime (``tests/test_cost.py`` compares it with the installed registries)
+QUANTIZED_OPS = frozenset({
+    "Add", "ArgMax", "AveragePool", "BatchNormalization", "Clip", "Concat", "Conv", "ConvTranspose", "CumSum",
+    "EmbedLayerNormalization", "Flatten", "Gather", "GatherElements", "Gemm", "GlobalAveragePool",
+    "InstanceNormalization", "LayerNormalization", "LeakyRelu", "MatMul", "MaxPool", "Mul", "Pad", "Relu", "Reshape",
+    "Resize", "Sigmoid", "Slice", "Softmax", "Split", "Squeeze", "TopK", "Transpose", "Unsqueeze", "Where",
+})
 
 #: elementwise ops whose per-element work is a transcendental function (kernel family
 #: ``transcendental``): an order of magnitude slower per element than an add
@@ -160,6 +177,12 @@ _RULES: dict[str, FusionRules] = {
     ),
     "tvm": FusionRules("tvm", conv_activations=frozenset({"Relu", "Clip", "Sigmoid", "Tanh", "LeakyRelu",
                                                            "HardSigmoid", "HardSwish"})),
+    # int8 (static QDQ) models on the CPU provider: QLinearConv/QGemm take Relu/Clip into their
+    # output quantization; every other follower is a kernel of its own (QLinearAdd, QLinearMul,
+    # QLinearSigmoid, or an fp32 op between DequantizeLinear and QuantizeLinear)
+    "ort-cpu-int8": FusionRules("ort-cpu-int8", conv_residual_add=False, conv_activations=frozenset({"Relu", "Clip"}),
+                                conv_activations_not_at_output=frozenset(), gemm_activations=frozenset({"Relu"}),
+                                silu_pattern=False),
 }
 
 
@@ -672,3 +695,59 @@ def kernel_signature(family: str, op_types: Iterable[str], in_shapes: Iterable[s
 def kernel_of_node(kernels: Iterable[Kernel]) -> dict[str, Kernel]:
     """IR node name -> the kernel that contains it."""
     return {m: k for k in kernels for m in k.members}
+
+
+def uses_int8_fallbacks(runtime: str | None, precision: str | None) -> bool:
+    """Do predictions for ``runtime``/``precision`` use the ``ort-cpu-int8`` fusion rules and
+    :func:`mark_int8_fallbacks`? (int8 on onnxruntime's CPU provider, the runtime whose quantizer
+    and fusions they describe.)"""
+    return precision == "int8" and runtime == "ort-cpu"
+
+
+def group_kernels_for(graph: Graph, runtime: str | None, precision: str | None) -> list[Kernel]:
+    """The kernels of ``graph`` as ``runtime`` runs it at ``precision``: :func:`group_kernels` with
+    the runtime's fusion rules; for int8 on ort-cpu with the ``ort-cpu-int8`` rules and the
+    fp32 islands marked (:func:`mark_int8_fallbacks`). What predictions and fits both use."""
+    if uses_int8_fallbacks(runtime, precision):
+        return mark_int8_fallbacks(graph, group_kernels(graph, _RULES["ort-cpu-int8"]))
+    return group_kernels(graph, runtime)
+
+
+def mark_int8_fallbacks(graph: Graph, kernels: Iterable[Kernel]) -> list[Kernel]:
+    """``kernels`` of ``graph`` as an int8 (static QDQ) model runs them on onnxruntime CPU.
+
+    Contract: an ``elementwise`` or ``transcendental`` kernel whose head op the quantizer does not
+    quantize (not in :data:`QUANTIZED_OPS`) and that touches a quantized op (a producer of one of
+    its inputs or a consumer of one of its outputs, outside the kernel) becomes ``int8_fallback``:
+    onnxruntime runs it in fp32 between a DequantizeLinear and a QuantizeLinear, which costs more
+    than the op (PP-LCNet's 30 HardSigmoid islands: 2.1 ms of DequantizeLinear, QuantizeLinear and
+    HardSigmoid in a 4.6 ms int8 run, onnxruntime's profiler). Other kernels are returned unchanged;
+    a model without an ``int8_fallback`` law prices these with its ``elementwise`` law
+    (:data:`FAMILY_PARENT`), as before. A lone op (nothing quantized next to it) stays what it was:
+    the quantizer leaves such a graph fp32.
+    """
+    import dataclasses
+
+    out: list[Kernel] = []
+    for k in kernels:
+        if k.family in ("elementwise", "transcendental"):
+            head_op = k.op_types[k.members.index(k.head)]
+            if head_op not in QUANTIZED_OPS and _touches_quantized(graph, k):
+                k = dataclasses.replace(k, family="int8_fallback")
+        out.append(k)
+    return out
+
+
+def _touches_quantized(graph: Graph, k: Kernel) -> bool:
+    members = set(k.members)
+    for name in k.members:
+        node = graph.node(name)
+        for t in node.inputs:
+            p = graph.tensors[t].producer if t in graph.tensors else None
+            if p is not None and p not in members and graph.node(p).op_type in QUANTIZED_OPS:
+                return True
+        for t in node.outputs:
+            for c in graph.tensors[t].consumers if t in graph.tensors else ():
+                if c not in members and graph.node(c).op_type in QUANTIZED_OPS:
+                    return True
+    return False

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..ir import Graph
 from ..targets import PRECISIONS, Target, TargetError, load_target
-from .kernels import Kernel, group_kernels
+from .kernels import Kernel, group_kernels_for
 from .model import CostModel, find_cost_model
 from .roofline import roofline_kernel_ms, roofline_overhead_ms
 
@@ -107,7 +107,7 @@ def predict(
     else:
         model = find_cost_model(t.name, runtime, precision, cost_models_dir)
 
-    kernels = group_kernels(graph, runtime)
+    kernels = group_kernels_for(graph, runtime, precision)
     latency: dict[str, float] = {}
     fused: dict[str, str] = {}
     uncal: list[str] = []
