@@ -105,3 +105,38 @@ def test_bench_int8_ops_small_run():
                                                   "int8, every op type (QLinearAveragePool)", "int8, AveragePool fp32"]
     bad = subprocess.run([sys.executable, tool, "--model", "/nonexistent.onnx"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "no such file" in bad.stderr
+
+
+def test_bench_kernel_chains_blocks_compute_the_cell_and_the_run_reports_every_stage():
+    """The chain is n NAS-Bench-201 cell blocks, x <- x + BN(Conv3x3(ReLU(x))) (checked against numpy
+    through onnxruntime), and a one-round run prints a row per stage shape and the net's line."""
+    import numpy as np
+    import onnxruntime as ort
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        from bench_kernel_chains import block_chain
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    m = block_chain(2, 4, 5)
+    x = np.random.default_rng(1).standard_normal((1, 4, 5, 5)).astype(np.float32)
+    got = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    ws = {i.name: __import__("onnx").numpy_helper.to_array(i) for i in m.graph.initializer}
+    ref = x.astype(np.float64)
+    for i in range(2):
+        r = np.pad(np.maximum(ref, 0), ((0, 0), (0, 0), (1, 1), (1, 1)))
+        conv = np.zeros_like(ref)
+        for dy in range(3):
+            for dx in range(3):
+                conv += np.einsum("oc,nchw->nohw", ws[f"w{i}"][:, :, dy, dx], r[:, :, dy:dy + 5, dx:dx + 5])
+        ref = ref + conv / np.sqrt(1 + 1e-5)  # BN: scale 1, bias 0, mean 0, var 1
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_kernel_chains.py"), "--rounds", "1", "--reps", "2"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert [ln.split()[0] for ln in r.stdout.splitlines() if ln[:1].isdigit()] == ["16x32x32", "32x16x16", "64x8x8"]
+    assert "nb201 |skip_connect~0|" in r.stdout and "measured" in r.stdout
+    bad = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_kernel_chains.py"), "--rounds", "0"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--rounds" in bad.stderr

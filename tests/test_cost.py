@@ -665,6 +665,45 @@ def test_profile_and_fit_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
         _cli(["cost-model", "fit", str(csv_path), "--target", "rpi4", "-o", str(tmp_path / "r.json")])
 
 
+def test_fit_cli_model_weight_and_models_only_change_what_is_fitted(tmp_path: Path) -> None:
+    """``--models-only`` drops the kernel rows, ``--model-weight W`` reweighs the two kinds of rows;
+    both are recorded in the provenance and change the fitted laws; bad values are refused."""
+    from onnxsplit.profile import write_profile_csv
+
+    base = {"target": "host-x86", "runtime": "ort-cpu", "precision": "fp32"}
+    rows: list[dict] = []
+    for i in range(6):  # one-kernel rows of a conv law 10x steeper than the models imply
+        mflops = 5.0 * (i + 1)
+        rows.append({**base, "kind": "kernel", "name": f"k{i}", "family": "conv", "median_ms": 0.01 * mflops + 0.002,
+                     "mflops": mflops, "in_mb": 0.1, "out_mb": 0.1, "param_mb": 0.01})
+    for seed in range(8):  # whole models: 1 ms per GFLOP plus 0.05 ms
+        spec = {"gen": "net", "seed": seed, "v": 2}
+        g = graph_of_spec(spec)
+        gflops = sum(k.flops for k in group_kernels(g, "ort-cpu")) / 1e9
+        rows.append({**base, "kind": "model", "name": f"net{seed}", "spec": json.dumps(spec),
+                     "median_ms": 1.0 * gflops + 0.05})
+    csv_path = write_profile_csv(rows, tmp_path / "data.csv")
+
+    def fit(*extra: str) -> CostModel:
+        out = tmp_path / f"m{len(list(tmp_path.iterdir()))}.json"
+        assert _cli(["cost-model", "fit", str(csv_path), "--target", "host-x86", "-o", str(out), "--holdout", "0",
+                     *extra]) == 0
+        return CostModel.load(out)
+
+    default, heavy, models = fit(), fit("--model-weight", "20"), fit("--models-only")
+    assert default.provenance["n_kernel_samples"] == 6 and "model_weight" not in default.provenance
+    assert heavy.provenance["model_weight"] == 20.0
+    assert models.provenance["n_kernel_samples"] == 0 and "dropped (6 kernel" in models.provenance["kernel_rows"]
+    conv = [m.families["conv"]["mflops"] for m in (default, heavy, models)]
+    assert conv[0] > conv[1] > conv[2] * 0.999, conv  # the more the models weigh, the flatter the conv law
+    with pytest.raises(OnnxSplitError, match="--model-weight must be > 0"):
+        fit("--model-weight", "0")
+    kernels_only = write_profile_csv([r for r in rows if r["kind"] == "kernel"], tmp_path / "k.csv")
+    with pytest.raises(OnnxSplitError, match="--models-only: the data has no whole-model rows"):
+        _cli(["cost-model", "fit", str(kernels_only), "--target", "host-x86", "-o", str(tmp_path / "x.json"),
+              "--models-only"])
+
+
 def test_profile_redo_retimes_selected_rows_in_place(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """--redo CSV --redo-op OP: exactly the rows of that precision whose graph has OP are timed again
     and replace the old rows in place (same order and names); every other row is copied unchanged."""

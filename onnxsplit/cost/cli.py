@@ -188,6 +188,12 @@ def cmd_cost_model_fit(args: argparse.Namespace) -> int:
         raise UsageError("give profile CSV file(s) and/or --from-tuning-db DIR")
     rows = [r for path in args.data for r in read_profile_csv(path)]
     prov.setdefault("data_files", [Path(p).name for p in args.data])
+    if args.models_only:  # an experiment knob: fit the laws from in-context (whole-model) times alone
+        dropped = sum(1 for r in rows if r.get("kind") in ("kernel", "overhead"))
+        rows = [r for r in rows if r.get("kind") not in ("kernel", "overhead")]
+        if not any(r.get("kind") == "model" for r in rows):
+            raise UsageError("--models-only: the data has no whole-model rows (kind 'model') to fit")
+        prov["kernel_rows"] = f"dropped ({dropped} kernel/overhead rows; --models-only)"
     if args.from_tuning_db:
         # MetaSchedule records: the best measured schedule of each TIR workload as a per-kernel row
         # (runtime "tvm"; features approximated from the TIR: see onnxsplit.compile.tune)
@@ -212,6 +218,11 @@ def cmd_cost_model_fit(args: argparse.Namespace) -> int:
             "source": f"dram_gbps: mem_bandwidth_gbps of the target file ({target.name}); cache_mb: "
                       f"--memory-floor-cache-mb {args.memory_floor_cache_mb:g} (last-level cache of the measured machine)",
         }
+    if not args.model_weight > 0:
+        raise UsageError(f"--model-weight must be > 0, got {args.model_weight:g}")
+    if args.model_weight != 1.0:
+        extra["model_weight"] = float(args.model_weight)
+        prov["model_weight"] = float(args.model_weight)
     model = fit_profile(rows, target=target.name, runtime=args.runtime, precision=precision,
                         holdout_fraction=args.holdout, seed=args.seed, stat=args.stat, provenance=prov,
                         version=args.version, **extra)
@@ -363,6 +374,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f.add_argument("--memory-floor-cache-mb", type=float, default=None, metavar="MB",
                    help="store a DRAM floor: kernels whose bytes exceed this last-level cache size are predicted at "
                         "least bytes / the target's mem_bandwidth_gbps")
+    f.add_argument("--model-weight", type=float, default=1.0, metavar="W",
+                   help="weight of the whole-model rows against the kernel rows (default 1: both kinds weigh the "
+                        "same in total; recorded in the provenance when not 1)")
+    f.add_argument("--models-only", action="store_true",
+                   help="drop the kernel/overhead rows and fit from whole-model rows alone (recorded in the provenance)")
     f.add_argument("--source", help="provenance: where the data comes from")
     f.add_argument("--license", help="provenance: license of the data")
     f.add_argument("--citation", help="provenance: how to cite the data")
