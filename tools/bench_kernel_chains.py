@@ -1,21 +1,23 @@
 #!/usr/bin/env python3
-"""Are kernel costs additive on host-x86? One cell block timed alone, in chains, and inside a net.
+"""Are kernel costs additive on host-x86? A cell block alone, in chains, and inside a net.
 
 The host-x86 fp32 cost model over-predicts the small generated held-out nets (NAS-Bench-201 at
-32x32: +32 to +52 %). This benchmark separates two explanations:
+32x32). This benchmark times NAS-Bench-201's cell block (ReLU -> 3x3 Conv -> BatchNorm -> residual
+Add, as in the cells of the held-out net
+``|skip_connect~0|+|nor_conv_3x3~0|none~1|+|skip_connect~0|skip_connect~1|skip_connect~2|``) at
+each of the net's three stage shapes, as chains of 1, 5 and 10 blocks, in two layouts:
 
-* *isolation*: a one-kernel training row pays boundary costs (layout reorders, a session run) that
-  a kernel inside a net does not. Then a block's marginal cost in a chain of its own kind (time of
-  a 10-block chain minus a 5-block chain, / 5) would be well below its one-block time;
-* *non-additivity*: the net runs faster than the sum of its blocks' in-chain costs.
+* on an NCHW graph input: onnxruntime reorders NCHW <-> NCHWc around every block's Conv (the
+  residual Add meets the NCHW input), as it does in a one-kernel training row;
+* after a 1x1 Conv stem: the blocked NCHWc layout runs through the chain, as in a net;
 
-It times NAS-Bench-201's cell block (ReLU -> 3x3 Conv -> BatchNorm -> residual Add, as in the cells
-of the held-out net ``|skip_connect~0|+|nor_conv_3x3~0|none~1|+|skip_connect~0|skip_connect~1|skip_connect~2|``)
-at each of the net's three stage shapes, as chains of 1, 5 and 10 blocks, next to the net itself
-(rounds interleaved, lowest round median kept, onnxruntime CPU with the default thread count, as
-``tools/eval_cost_model.py`` times), and prints what the registered cost model predicts for each.
+next to the net itself (rounds interleaved, lowest round median kept, onnxruntime CPU with the
+default thread count, as ``tools/eval_cost_model.py`` times). It prints each block's marginal cost
+((10-block - 5-block time) / 5), the reorders in onnxruntime's optimized graph, and what the
+registered cost model predicts (with ``layout_reorder`` kernels from v4 on: see
+``onnxsplit/cost/layout.py``).
 
-    python tools/bench_kernel_chains.py [--rounds 3] [--reps 30]
+    python tools/bench_kernel_chains.py [--rounds 3] [--reps 30] [--threads N]
 """
 
 from __future__ import annotations
@@ -32,12 +34,21 @@ STAGES = ((16, 32), (32, 16), (64, 8))  # (channels, height = width) of NAS-Benc
 NET = "|skip_connect~0|+|nor_conv_3x3~0|none~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"
 
 
-def block_chain(n: int, channels: int, hw: int):  # -> onnx.ModelProto
-    """``n`` NAS-Bench-201 cell blocks in a row: x <- x + BN(Conv3x3(ReLU(x)))."""
+def block_chain(n: int, channels: int, hw: int, *, stem: bool = False):  # -> onnx.ModelProto
+    """``n`` NAS-Bench-201 cell blocks in a row: x <- x + BN(Conv3x3(ReLU(x))).
+
+    ``stem``: a 1x1 Conv first. onnxruntime's NCHWc layout then runs through the whole chain, as in
+    a net; without it the residual Add meets the graph's NCHW input, so every block's Conv gets a
+    ReorderInput before and a ReorderOutput after it, as a one-kernel training row does."""
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
     nodes, inits, x = [], [], "x"
+    if stem:
+        inits.append(numpy_helper.from_array((rng.standard_normal((channels, channels, 1, 1)) * 0.2).astype(np.float32),
+                                             "w_stem"))
+        nodes.append(helper.make_node("Conv", ["x", "w_stem"], ["stem"], name="stem"))
+        x = "stem"
     for i in range(n):
         inits.append(numpy_helper.from_array((rng.standard_normal((channels, channels, 3, 3)) * 0.1).astype(np.float32),
                                              f"w{i}"))
@@ -50,11 +61,28 @@ def block_chain(n: int, channels: int, hw: int):  # -> onnx.ModelProto
                   helper.make_node("Add", [f"n{i}", x], [f"a{i}"], name=f"add{i}")]
         x = f"a{i}"
     shape = [1, channels, hw, hw]
-    g = helper.make_graph(nodes, f"chain{n}", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+    g = helper.make_graph(nodes, f"chain{n}{'_stem' if stem else ''}", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
                           [helper.make_tensor_value_info(x, TensorProto.FLOAT, shape)], inits)
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
     return m
+
+
+def reorders(model, threads: int) -> int:  # noqa: ANN001 - onnx.ModelProto
+    """NCHWc ``ReorderInput``/``ReorderOutput`` nodes in onnxruntime's optimized graph of ``model``."""
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as d:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.log_severity_level = 3  # the "hardware specific optimizations" warning of saving an NCHWc graph
+        so.optimized_model_filepath = str(Path(d) / "opt.onnx")
+        ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        opt = onnx.load(so.optimized_model_filepath)
+    return sum(1 for n in opt.graph.node if n.op_type in ("ReorderInput", "ReorderOutput"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,10 +105,11 @@ def main(argv: list[str] | None = None) -> int:
 
     threads = args.threads or default_threads()
     net = H.nasbench201_onnx(NET, none_mode="prune")
-    models = {("net", 0, 0): net}
-    for c, hw in STAGES:
-        for n in (1, 5, 10):
-            models[("chain", c, hw, n)] = block_chain(n, c, hw)
+    models = {("net",): net}
+    for stem in (False, True):
+        for c, hw in STAGES:
+            for n in (1, 5, 10):
+                models[("chain", stem, c, hw, n)] = block_chain(n, c, hw, stem=stem)
     best: dict = {}
     for _ in range(args.rounds):
         for key, m in models.items():
@@ -88,26 +117,31 @@ def main(argv: list[str] | None = None) -> int:
     pred = {key: predict(onnxsplit.load_graph(m), "host-x86", "fp32").total_ms for key, m in models.items()}
 
     print(f"onnxruntime CPU, {threads} threads, lowest of {args.rounds} interleaved round medians of {args.reps} runs; "
-          f"predicted: the registered host-x86 fp32 cost model")
-    hdr = ["block shape", "1 block ms", "5 blocks ms", "10 blocks ms", "marginal ms/block", "predicted marginal",
-           "pred. error"]
+          f"predicted: the registered host-x86 fp32 cost model; reorders: NCHWc Reorder nodes in onnxruntime's "
+          f"optimized 10-block chain")
+    hdr = ["block shape", "layout", "reorders", "1 block ms", "5 blocks ms", "10 blocks ms", "marginal ms/block",
+           "predicted marginal", "pred. error"]
     rows = []
     marginal_sum = 0.0
-    for c, hw in STAGES:
-        t1, t5, t10 = (best[("chain", c, hw, n)] for n in (1, 5, 10))
-        p5, p10 = pred[("chain", c, hw, 5)], pred[("chain", c, hw, 10)]
-        m, pm = (t10 - t5) / 5, (p10 - p5) / 5
-        marginal_sum += 5 * m
-        rows.append([f"{c}x{hw}x{hw}", f"{t1:.4f}", f"{t5:.4f}", f"{t10:.4f}", f"{m:.4f}", f"{pm:.4f}",
-                     f"{(pm - m) / m * 100:+.1f}%"])
+    for stem in (False, True):
+        for c, hw in STAGES:
+            t1, t5, t10 = (best[("chain", stem, c, hw, n)] for n in (1, 5, 10))
+            p5, p10 = pred[("chain", stem, c, hw, 5)], pred[("chain", stem, c, hw, 10)]
+            m, pm = (t10 - t5) / 5, (p10 - p5) / 5
+            if stem:
+                marginal_sum += 5 * m
+            rows.append([f"{c}x{hw}x{hw}", "conv stem first" if stem else "NCHW input", str(reorders(
+                models[("chain", stem, c, hw, 10)], threads)), f"{t1:.4f}", f"{t5:.4f}", f"{t10:.4f}", f"{m:.4f}",
+                f"{pm:.4f}", f"{(pm - m) / m * 100:+.1f}%"])
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(hdr)]
     print("  ".join(h.ljust(w) for h, w in zip(hdr, widths)))
     print("  ".join("-" * w for w in widths))
     for r in rows:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
-    t_net, p_net = best[("net", 0, 0)], pred[("net", 0, 0)]
-    print(f"\nnb201 {NET}: measured {t_net:.4f} ms, predicted {p_net:.4f} ms ({(p_net - t_net) / t_net * 100:+.1f}%)")
-    print(f"its 15 cell blocks alone, at their in-chain marginal cost (5 per stage): {marginal_sum:.4f} ms "
+    t_net, p_net = best[("net",)], pred[("net",)]
+    print(f"\nnb201 {NET}: measured {t_net:.4f} ms, predicted {p_net:.4f} ms ({(p_net - t_net) / t_net * 100:+.1f}%), "
+          f"{reorders(net, threads)} reorders")
+    print(f"its 15 cell blocks at their marginal cost in the conv-stem chains (5 per stage): {marginal_sum:.4f} ms "
           f"= {marginal_sum / t_net * 100:.0f}% of the net; the net's other kernels (stem, two reduction blocks, "
           f"15 cell Adds, head) take the remaining {t_net - marginal_sum:.4f} ms in the net")
     return 0

@@ -7,6 +7,7 @@ Python API::
     table.latency_ms["stem.conv"], table.fused_into["stem.bn"], table.total_ms, table.calibrated
 
 Modules: :mod:`~onnxsplit.cost.kernels` (fusion grouping, op families),
+:mod:`~onnxsplit.cost.layout` (onnxruntime CPU's NCHWc layout reorders, kernels of their own),
 :mod:`~onnxsplit.cost.features` (features with units), :mod:`~onnxsplit.cost.roofline`,
 :mod:`~onnxsplit.cost.model` (JSON artifact ``onnxsplit.costmodel/1``),
 :mod:`~onnxsplit.cost.fit` (NNLS fits from per-kernel and whole-model latencies),

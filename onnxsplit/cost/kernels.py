@@ -31,7 +31,7 @@ coefficients of the cost model: see :func:`op_family`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,6 +84,9 @@ FAMILIES: dict[str, str] = {
     "int8_fallback": "int8 graphs on onnxruntime CPU: an elementwise/transcendental kernel the static quantizer "
                      "leaves in fp32 next to quantized ops (HardSigmoid, Div, Erf, Pow, ...): it runs between a "
                      "DequantizeLinear and a QuantizeLinear (see mark_int8_fallbacks)",
+    "layout_reorder": "fp32 graphs on onnxruntime CPU: a ReorderInput/ReorderOutput between NCHW and the blocked "
+                      "NCHWc layout that onnxruntime inserts around its NCHWc convolutions (no graph node: predicted "
+                      "by onnxsplit.cost.layout, charged to the kernel that pays for it; see layout_kernels)",
 }
 
 #: a family a cost model may lack falls back to its parent's law (older artifacts, and data sets
@@ -707,10 +710,45 @@ def uses_int8_fallbacks(runtime: str | None, precision: str | None) -> bool:
 def group_kernels_for(graph: Graph, runtime: str | None, precision: str | None) -> list[Kernel]:
     """The kernels of ``graph`` as ``runtime`` runs it at ``precision``: :func:`group_kernels` with
     the runtime's fusion rules; for int8 on ort-cpu with the ``ort-cpu-int8`` rules and the
-    fp32 islands marked (:func:`mark_int8_fallbacks`). What predictions and fits both use."""
+    fp32 islands marked (:func:`mark_int8_fallbacks`); for fp32 on ort-cpu followed by the layout
+    reorders onnxruntime inserts (:func:`layout_kernels`). What predictions and fits both use."""
     if uses_int8_fallbacks(runtime, precision):
         return mark_int8_fallbacks(graph, group_kernels(graph, _RULES["ort-cpu-int8"]))
-    return group_kernels(graph, runtime)
+    kernels = group_kernels(graph, runtime)
+    if uses_layout_kernels(runtime, precision):
+        kernels += layout_kernels(graph, kernels)
+    return kernels
+
+
+def uses_layout_kernels(runtime: str | None, precision: str | None) -> bool:
+    """fp32 on onnxruntime's CPU provider: its NCHWc layout reorders are kernels of their own."""
+    return runtime == "ort-cpu" and (precision or "fp32") == "fp32"
+
+
+def layout_kernels(graph: Graph, kernels: Sequence[Kernel]) -> list[Kernel]:
+    """One ``layout_reorder`` kernel per reorder onnxruntime inserts into ``graph``
+    (:func:`onnxsplit.cost.layout.nchwc_reorders`; ``kernels``: the graph's other kernels).
+
+    Contract: such a kernel has no members (no graph node runs it); its ``head`` is the head of the
+    kernel containing the node that pays for the reorder, which carries its time in a prediction
+    (added to that kernel's own). Features: the reordered tensor's bytes in and out, a constant.
+    Constant-folded kernels do not run and reorder nothing.
+    """
+    from .layout import nchwc_reorders
+
+    head_of = {m: k.head for k in kernels for m in k.members}
+    folded = [m for k in kernels if k.family == "constant" for m in k.members]
+    out: list[Kernel] = []
+    for r in nchwc_reorders(graph, skip=folded):
+        head = head_of.get(r.node)
+        if head is None:
+            continue
+        k = Kernel(head=head, members=(), family="layout_reorder",
+                   op_types=("ReorderInput" if r.kind == "input" else "ReorderOutput",), flops=0, cost_known=True,
+                   in_nbytes=r.nbytes, out_nbytes=r.nbytes, param_nbytes=0)
+        k.features = {"mflops": 0.0, "in_mb": r.nbytes / 1e6, "out_mb": r.nbytes / 1e6, "param_mb": 0.0, "one": 1.0}
+        out.append(k)
+    return out
 
 
 def mark_int8_fallbacks(graph: Graph, kernels: Iterable[Kernel]) -> list[Kernel]:

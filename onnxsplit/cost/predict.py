@@ -29,7 +29,7 @@ import numpy as np
 
 from ..ir import Graph
 from ..targets import PRECISIONS, Target, TargetError, load_target
-from .kernels import Kernel, group_kernels_for
+from .kernels import Kernel, group_kernels_for, resolve_family
 from .model import CostModel, find_cost_model
 from .roofline import roofline_kernel_ms, roofline_overhead_ms
 
@@ -111,7 +111,13 @@ def predict(
     latency: dict[str, float] = {}
     fused: dict[str, str] = {}
     uncal: list[str] = []
+    if model is None or resolve_family(model.families, "layout_reorder") is None:
+        # the roofline and artifacts fitted before these kernels existed price reorders inside the
+        # kernels around them (as they were fitted): the reorders cost nothing extra there
+        kernels = [k for k in kernels if k.members]
     for k in kernels:
+        if not k.members:
+            continue
         ms = model.predict_kernel(k) if model is not None and (k.cost_known or k.family == "constant") else None
         if ms is None:
             ms = roofline_kernel_ms(k, t, precision)
@@ -122,6 +128,9 @@ def predict(
             if m != k.head:
                 fused[m] = k.head
         latency[k.head] = float(ms)
+    for k in kernels:
+        if not k.members:  # added to the kernel that pays for it (see kernels.layout_kernels)
+            latency[k.head] += float(model.predict_kernel(k) or 0.0)  # type: ignore[union-attr]
     overhead = model.overhead_ms if model is not None else roofline_overhead_ms(t)
     ordered = {n.name: latency[n.name] for n in graph.compute_nodes}
     uncal_set = set(uncal)
