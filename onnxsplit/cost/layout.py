@@ -20,7 +20,7 @@ NCHW, so an unknown op can only add reorders, never hide one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..ir import Graph, Node
@@ -96,6 +96,7 @@ def _conv_mode(graph: Graph, node: Node, block: int, folded: set[str]) -> str | 
     if group == c_in == c_out:  # depthwise
         return "nchwc"
     return None
+
 
 def nchwc_tensors(graph: Graph, block: int = DEFAULT_NCHWC_BLOCK,
                   skip: Iterable[str] = ()) -> tuple[dict[str, bool], list[Reorder]]:
@@ -198,9 +199,3 @@ def nchwc_reorders(graph: Graph, block: int = DEFAULT_NCHWC_BLOCK, skip: Iterabl
     """The reorders onnxruntime's CPU provider inserts into ``graph`` (see the module docstring)."""
     return nchwc_tensors(graph, block, skip)[1]
 
-
-def count_by_kind(reorders: Iterable[Reorder]) -> Mapping[str, int]:
-    out = {"input": 0, "output": 0}
-    for r in reorders:
-        out[r.kind] += 1
-    return out
