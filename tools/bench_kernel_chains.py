@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -68,8 +69,9 @@ def block_chain(n: int, channels: int, hw: int, *, stem: bool = False):  # -> on
     return m
 
 
-def reorders(model, threads: int) -> int:  # noqa: ANN001 - onnx.ModelProto
-    """NCHWc ``ReorderInput``/``ReorderOutput`` nodes in onnxruntime's optimized graph of ``model``."""
+def reorders(model, threads: int | None = None) -> Counter:  # noqa: ANN001 - onnx.ModelProto
+    """NCHWc reorders in onnxruntime's optimized graph of ``model``: ``{"input": ReorderInput
+    nodes, "output": ReorderOutput nodes}`` (what :func:`onnxsplit.cost.layout.nchwc_reorders` predicts)."""
     import tempfile
 
     import onnx
@@ -77,12 +79,13 @@ def reorders(model, threads: int) -> int:  # noqa: ANN001 - onnx.ModelProto
 
     with tempfile.TemporaryDirectory() as d:
         so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
+        if threads:
+            so.intra_op_num_threads = threads
         so.log_severity_level = 3  # the "hardware specific optimizations" warning of saving an NCHWc graph
         so.optimized_model_filepath = str(Path(d) / "opt.onnx")
         ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-        opt = onnx.load(so.optimized_model_filepath)
-    return sum(1 for n in opt.graph.node if n.op_type in ("ReorderInput", "ReorderOutput"))
+        ops = Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
+    return Counter({"input": ops["ReorderInput"], "output": ops["ReorderOutput"]})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             m, pm = (t10 - t5) / 5, (p10 - p5) / 5
             if stem:
                 marginal_sum += 5 * m
-            rows.append([f"{c}x{hw}x{hw}", "conv stem first" if stem else "NCHW input", str(reorders(
-                models[("chain", stem, c, hw, 10)], threads)), f"{t1:.4f}", f"{t5:.4f}", f"{t10:.4f}", f"{m:.4f}",
+            rows.append([f"{c}x{hw}x{hw}", "conv stem first" if stem else "NCHW input", str(sum(reorders(
+                models[("chain", stem, c, hw, 10)], threads).values())), f"{t1:.4f}", f"{t5:.4f}", f"{t10:.4f}", f"{m:.4f}",
                 f"{pm:.4f}", f"{(pm - m) / m * 100:+.1f}%"])
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(hdr)]
     print("  ".join(h.ljust(w) for h, w in zip(hdr, widths)))
@@ -140,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
     t_net, p_net = best[("net",)], pred[("net",)]
     print(f"\nnb201 {NET}: measured {t_net:.4f} ms, predicted {p_net:.4f} ms ({(p_net - t_net) / t_net * 100:+.1f}%), "
-          f"{reorders(net, threads)} reorders")
+          f"{sum(reorders(net, threads).values())} reorders")
     print(f"its 15 cell blocks at their marginal cost in the conv-stem chains (5 per stage): {marginal_sum:.4f} ms "
           f"= {marginal_sum / t_net * 100:.0f}% of the net; the net's other kernels (stem, two reduction blocks, "
           f"15 cell Adds, head) take the remaining {t_net - marginal_sum:.4f} ms in the net")

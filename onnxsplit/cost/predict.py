@@ -111,13 +111,14 @@ def predict(
     latency: dict[str, float] = {}
     fused: dict[str, str] = {}
     uncal: list[str] = []
+    # layout reorders (no members: see kernels.layout_kernels) are added to the kernel that pays for
+    # them; the roofline and artifacts fitted before they existed price them inside the kernels
+    # around them (as they were fitted), so there they cost nothing extra
+    reorders = [k for k in kernels if not k.members]
     if model is None or resolve_family(model.families, "layout_reorder") is None:
-        # the roofline and artifacts fitted before these kernels existed price reorders inside the
-        # kernels around them (as they were fitted): the reorders cost nothing extra there
-        kernels = [k for k in kernels if k.members]
+        reorders = []
+    kernels = [k for k in kernels if k.members]
     for k in kernels:
-        if not k.members:
-            continue
         ms = model.predict_kernel(k) if model is not None and (k.cost_known or k.family == "constant") else None
         if ms is None:
             ms = roofline_kernel_ms(k, t, precision)
@@ -128,9 +129,9 @@ def predict(
             if m != k.head:
                 fused[m] = k.head
         latency[k.head] = float(ms)
-    for k in kernels:
-        if not k.members:  # added to the kernel that pays for it (see kernels.layout_kernels)
-            latency[k.head] += float(model.predict_kernel(k) or 0.0)  # type: ignore[union-attr]
+    for k in reorders:
+        latency[k.head] += float(model.predict_kernel(k))  # type: ignore[union-attr,arg-type]
+    kernels += reorders
     overhead = model.overhead_ms if model is not None else roofline_overhead_ms(t)
     ordered = {n.name: latency[n.name] for n in graph.compute_nodes}
     uncal_set = set(uncal)
