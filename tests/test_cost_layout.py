@@ -1,5 +1,5 @@
-"""onnxsplit.cost.layout (onnxruntime's NCHWc reorders) against the graphs onnxruntime optimizes,
-and the ``layout_reorder`` kernels that fp32 ort-cpu predictions add."""
+"""onnxsplit.cost.layout (onnxruntime's fp32 NCHWc reorders and int8 NHWC Transposes) against the
+graphs onnxruntime optimizes, and the ``layout_reorder`` kernels that ort-cpu predictions add."""
 
 from __future__ import annotations
 
@@ -97,8 +97,8 @@ def test_layout_kernels_are_charged_to_the_paying_kernel_and_dropped_by_older_ar
     heads = {k.head for k in kernels if k.members}
     assert all(k.head in heads for k in virtual)
     assert all(k.features["in_mb"] == pytest.approx(1 * 16 * 32 * 32 * 4 / 1e6) for k in virtual)
-    assert not [k for k in group_kernels_for(g, "ort-cpu", "int8") if not k.members]
     assert not [k for k in group_kernels_for(g, "tvm", "fp32") if not k.members]
+    assert not [k for k in group_kernels_for(g, "ort-cpu", "fp16") if not k.members]
     assert layout_kernels(g, [k for k in kernels if k.members]) == virtual
 
     families = {f: {"mflops": 0.001, "in_mb": 0.01, "out_mb": 0.01, "param_mb": 0.0, "one": 0.001}
@@ -130,3 +130,106 @@ def test_bundled_host_x86_fp32_model_prices_layout_reorders() -> None:
     assert sum(m.families["layout_reorder"].values()) > 0
     nchw = predict(onnxsplit.load_graph(_chain(False)), "host-x86", "fp32")
     assert sum(1 for k in nchw.kernels if k.family == "layout_reorder") == 20
+
+
+# ------------------------------------------------------------------------------------------ int8
+def _mine_int8(graph) -> list:  # noqa: ANN001
+    return [k for k in group_kernels_for(graph, "ort-cpu", "int8") if not k.members]
+
+
+def test_int8_transposes_of_hand_built_chains_match_onnxruntime() -> None:
+    """Quantized, a residual chain on an NCHW input gets a Transpose to NHWC before and one back
+    after every QLinearConv (the residual Add with the NCHW input keeps them from cancelling): 6 for
+    3 blocks; after a 1x1 Conv stem the NHWC layout runs through: 2 (input, output)."""
+    for stem, expected in ((False, 6), (True, 2)):
+        model = _tool().block_chain(3, 32, 16, stem=stem)
+        mine = _mine_int8(onnxsplit.load_graph(model))
+        assert len(mine) == expected, stem
+        assert {k.family for k in mine} == {"layout_reorder"}
+        assert Counter(k.op_types[0] for k in mine) == Counter({"TransposeToNhwc": expected // 2,
+                                                                 "TransposeToNchw": expected // 2})
+        # uint8 tensors: one byte per element
+        assert all(k.features["in_mb"] == pytest.approx(32 * 16 * 16 / 1e6) for k in mine)
+        assert _tool().int8_transposes(model) == expected, stem
+
+
+def test_int8_transposes_of_generated_nets_mostly_match_onnxruntime() -> None:
+    """On 10 generated nets (vocabularies v1 and v2, seeds 0-4) the simulation gives the number of
+    Transposes onnxruntime adds to the int8 model exactly for most (when written: 8 of 10, 23
+    predicted against 21; on 20 nets, seeds 0-9, 17 exact, 47 against 44; 356 of the 416 int8
+    training and held-out models). The misses there: an explicit Transpose after a reduction that
+    onnxruntime cancels against the layout one (not modelled; tensors of a few KB)."""
+    exact = ours = theirs = 0
+    for v in (1, 2):
+        for seed in range(5):
+            g = onnxsplit.load_graph(net_model({"gen": "net", "seed": seed, "v": v}))
+            a, b = len(_mine_int8(g)), _tool().int8_transposes(g.model)
+            exact += a == b
+            ours += a
+            theirs += b
+    assert exact >= 7, exact
+    assert abs(ours - theirs) <= 0.15 * theirs, (ours, theirs)
+
+
+def test_channel_shuffle_and_lone_batchnorm_in_int8() -> None:
+    """Two rules from onnxruntime's transpose optimizer: a Transpose to NCHW moves through the
+    Reshape that splits the channels of a channel shuffle (and merges with the shuffle's own
+    Transpose), so only the next QLinearConv's input needs one back; a BatchNormalization that no
+    Conv absorbs runs in NCHW fp32 and stops the NHWC layout (one Transpose each way)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+
+    def w(name, shape):  # noqa: ANN001, ANN202
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.1).astype(np.float32), name)
+
+    def model(shuffle: bool):  # noqa: ANN202
+        c, hw = 32, 16
+        inits = [w("w0", (c, c, 1, 1)), w("w1", (c, c, 3, 3)), w("s", (c,)), w("b", (c,)), w("m", (c,)),
+                 numpy_helper.from_array(np.ones(c, np.float32), "v"),
+                 numpy_helper.from_array(np.array([1, 4, c // 4, hw, hw], np.int64), "split"),
+                 numpy_helper.from_array(np.array([1, c, hw, hw], np.int64), "merge")]
+        nodes = [helper.make_node("Conv", ["x", "w0"], ["a"], name="c0")]
+        if shuffle:
+            nodes += [helper.make_node("Reshape", ["a", "split"], ["r1"], name="r1"),
+                      helper.make_node("Transpose", ["r1"], ["t"], perm=[0, 2, 1, 3, 4], name="t"),
+                      helper.make_node("Reshape", ["t", "merge"], ["y0"], name="r2")]
+        else:  # x -> Conv -> Relu -> BatchNormalization: the Relu sits between, so nothing folds it
+            nodes += [helper.make_node("Relu", ["a"], ["ar"], name="relu"),
+                      helper.make_node("BatchNormalization", ["ar", "s", "b", "m", "v"], ["y0"], name="bn")]
+        nodes.append(helper.make_node("Conv", ["y0", "w1"], ["y"], name="c1", pads=[1, 1, 1, 1]))
+        shape = [1, c, hw, hw]
+        g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], inits)
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+        m.ir_version = 8
+        return m
+
+    for shuffle, expected in ((True, 3), (False, 4)):
+        m = model(shuffle)
+        mine = _mine_int8(onnxsplit.load_graph(m))
+        # shuffle: graph input, the next conv's input after the shuffle, graph output;
+        # lone BN: graph input, before the BN, after it, graph output
+        assert len(mine) == expected, shuffle
+        assert _tool().int8_transposes(m) == expected, shuffle
+
+
+def test_int8_layout_kernels_priced_only_by_artifacts_with_the_law() -> None:
+    """int8 ort-cpu predictions price the Transposes with the artifact's ``layout_reorder`` law,
+    charged to the paying kernel's head; an int8 artifact fitted before (host-x86 int8 v5) predicts
+    what it predicted before."""
+    g = onnxsplit.load_graph(_tool().block_chain(3, 32, 16, stem=False))
+    families = {f: {"mflops": 0.001, "in_mb": 0.01, "out_mb": 0.01, "param_mb": 0.0, "one": 0.001}
+                for f in ("conv", "elementwise", "norm")}
+    kw = dict(target="host-x86", runtime="ort-cpu", precision="int8", version="t", features=list(families["conv"]),
+              overhead_ms=0.005)
+    base = CostModel(families=dict(families), **kw)
+    law = {"mflops": 0.0, "in_mb": 2.0, "out_mb": 0.0, "param_mb": 0.0, "one": 0.001}
+    with_layout = CostModel(families={**families, "layout_reorder": law}, **kw)
+    t0 = predict(g, "host-x86", "int8", cost_model=base)
+    t1 = predict(g, "host-x86", "int8", cost_model=with_layout)
+    assert not any(k.family == "layout_reorder" for k in t0.kernels)
+    per = 2.0 * 32 * 16 * 16 / 1e6 + 0.001
+    assert t1.total_ms == pytest.approx(t0.total_ms + 6 * per)
+    heads = {k.head for k in t1.kernels if k.members}
+    assert all(t1.latency_ms[n] == pytest.approx(t0.latency_ms[n]) or n in heads for n in t0.latency_ms)

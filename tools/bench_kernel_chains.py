@@ -88,6 +88,29 @@ def reorders(model, threads: int | None = None) -> Counter:  # noqa: ANN001 - on
     return Counter({"input": ops["ReorderInput"], "output": ops["ReorderOutput"]})
 
 
+def int8_transposes(model, threads: int | None = None) -> int:  # noqa: ANN001 - onnx.ModelProto
+    """Transposes onnxruntime adds to ``model`` quantized as onnxsplit's int8 predictions assume
+    (:func:`onnxsplit.profile.quantize_qdq`): the Transpose nodes of its optimized graph minus those
+    of the quantized graph (what :func:`onnxsplit.cost.layout.nhwc_transposes` predicts)."""
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+
+    from onnxsplit.profile import quantize_qdq
+
+    q = quantize_qdq(model)
+    with tempfile.TemporaryDirectory() as d:
+        so = ort.SessionOptions()
+        if threads:
+            so.intra_op_num_threads = threads
+        so.log_severity_level = 3
+        so.optimized_model_filepath = str(Path(d) / "opt.onnx")
+        ort.InferenceSession(q.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        opt = onnx.load(so.optimized_model_filepath)
+    return sum(n.op_type == "Transpose" for n in opt.graph.node) - sum(n.op_type == "Transpose" for n in q.graph.node)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (lowest round median kept)")

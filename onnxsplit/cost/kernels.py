@@ -84,9 +84,10 @@ FAMILIES: dict[str, str] = {
     "int8_fallback": "int8 graphs on onnxruntime CPU: an elementwise/transcendental kernel the static quantizer "
                      "leaves in fp32 next to quantized ops (HardSigmoid, Div, Erf, Pow, ...): it runs between a "
                      "DequantizeLinear and a QuantizeLinear (see mark_int8_fallbacks)",
-    "layout_reorder": "fp32 graphs on onnxruntime CPU: a ReorderInput/ReorderOutput between NCHW and the blocked "
-                      "NCHWc layout that onnxruntime inserts around its NCHWc convolutions (no graph node: predicted "
-                      "by onnxsplit.cost.layout, charged to the kernel that pays for it; see layout_kernels)",
+    "layout_reorder": "graphs on onnxruntime CPU: a layout conversion onnxruntime inserts, no graph node (predicted "
+                      "by onnxsplit.cost.layout, charged to the kernel that pays for it; see layout_kernels): fp32, "
+                      "a ReorderInput/ReorderOutput between NCHW and the blocked NCHWc layout of its NCHWc "
+                      "convolutions; int8, a Transpose between NCHW and the NHWC layout of its QLinearConv",
 }
 
 #: a family a cost model may lack falls back to its parent's law (older artifacts, and data sets
@@ -713,38 +714,45 @@ def group_kernels_for(graph: Graph, runtime: str | None, precision: str | None) 
     fp32 islands marked (:func:`mark_int8_fallbacks`); for fp32 on ort-cpu followed by the layout
     reorders onnxruntime inserts (:func:`layout_kernels`). What predictions and fits both use."""
     if uses_int8_fallbacks(runtime, precision):
-        return mark_int8_fallbacks(graph, group_kernels(graph, _RULES["ort-cpu-int8"]))
-    kernels = group_kernels(graph, runtime)
+        kernels = mark_int8_fallbacks(graph, group_kernels(graph, _RULES["ort-cpu-int8"]))
+    else:
+        kernels = group_kernels(graph, runtime)
     if uses_layout_kernels(runtime, precision):
-        kernels += layout_kernels(graph, kernels)
+        kernels += layout_kernels(graph, kernels, precision or "fp32")
     return kernels
 
 
 def uses_layout_kernels(runtime: str | None, precision: str | None) -> bool:
-    """fp32 on onnxruntime's CPU provider: its NCHWc layout reorders are kernels of their own."""
-    return runtime == "ort-cpu" and (precision or "fp32") == "fp32"
+    """fp32 and int8 on onnxruntime's CPU provider: its layout conversions (fp32: NCHWc reorders,
+    int8: NHWC Transposes) are kernels of their own."""
+    return runtime == "ort-cpu" and (precision or "fp32") in ("fp32", "int8")
 
 
-def layout_kernels(graph: Graph, kernels: Sequence[Kernel]) -> list[Kernel]:
-    """One ``layout_reorder`` kernel per reorder onnxruntime inserts into ``graph``
-    (:func:`onnxsplit.cost.layout.nchwc_reorders`; ``kernels``: the graph's other kernels).
+def layout_kernels(graph: Graph, kernels: Sequence[Kernel], precision: str = "fp32") -> list[Kernel]:
+    """One ``layout_reorder`` kernel per layout conversion onnxruntime inserts into ``graph`` at
+    ``precision`` (fp32: :func:`onnxsplit.cost.layout.nchwc_reorders`; int8, the graph quantized:
+    :func:`onnxsplit.cost.layout.nhwc_transposes`; ``kernels``: the graph's other kernels).
 
     Contract: such a kernel has no members (no graph node runs it); its ``head`` is the head of the
     kernel containing the node that pays for the reorder, which carries its time in a prediction
     (added to that kernel's own). Features: the reordered tensor's bytes in and out, a constant.
     Constant-folded kernels do not run and reorder nothing.
     """
-    from .layout import nchwc_reorders
+    from .layout import nchwc_reorders, nhwc_transposes
 
     head_of = {m: k.head for k in kernels for m in k.members}
     folded = [m for k in kernels if k.family == "constant" for m in k.members]
+    if precision == "int8":
+        found, names = nhwc_transposes(graph, skip=folded), ("TransposeToNhwc", "TransposeToNchw")
+    else:
+        found, names = nchwc_reorders(graph, skip=folded), ("ReorderInput", "ReorderOutput")
     out: list[Kernel] = []
-    for r in nchwc_reorders(graph, skip=folded):
+    for r in found:
         head = head_of.get(r.node)
         if head is None:
             continue
         k = Kernel(head=head, members=(), family="layout_reorder",
-                   op_types=("ReorderInput" if r.kind == "input" else "ReorderOutput",), flops=0, cost_known=True,
+                   op_types=(names[0] if r.kind == "input" else names[1],), flops=0, cost_known=True,
                    in_nbytes=r.nbytes, out_nbytes=r.nbytes, param_nbytes=0)
         k.features = {"mflops": 0.0, "in_mb": r.nbytes / 1e6, "out_mb": r.nbytes / 1e6, "param_mb": 0.0, "one": 1.0}
         out.append(k)

@@ -23,9 +23,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..ir import Graph, Node
 
-__all__ = ["DEFAULT_NCHWC_BLOCK", "Reorder", "nchwc_reorders", "nchwc_tensors"]
+__all__ = ["DEFAULT_NCHWC_BLOCK", "Reorder", "nchwc_reorders", "nchwc_tensors", "nhwc_tensors", "nhwc_transposes"]
 
 #: channel block of the NCHWc layout on the measured host-x86 machine (AVX-512: 16 floats)
 DEFAULT_NCHWC_BLOCK = 16
@@ -199,3 +201,169 @@ def nchwc_reorders(graph: Graph, block: int = DEFAULT_NCHWC_BLOCK, skip: Iterabl
     """The reorders onnxruntime's CPU provider inserts into ``graph`` (see the module docstring)."""
     return nchwc_tensors(graph, block, skip)[1]
 
+
+
+# ------------------------------------------------------------------------------------------ int8: NHWC
+#: ops onnxruntime's transpose optimizer moves a layout Transpose through (elementwise, with a
+#: handler in its table): their output takes the layout of their inputs when that saves Transposes
+_NHWC_PASS = frozenset({
+    "Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Erf", "Exp", "Log", "Sqrt",
+    "Reciprocal", "Neg", "Abs", "Floor", "Ceil", "Round", "Sign", "Elu", "Selu", "Softplus", "Softsign", "Identity",
+    "Dropout", "Cast", "QuantizeLinear", "DequantizeLinear",
+    "Add", "Sub", "Mul", "Div", "Max", "Min", "Mean", "Sum", "Pow", "PRelu", "Where", "Equal", "Greater", "Less",
+    "Concat", "Split", "Slice", "Pad", "Resize", "Tile",
+})
+
+#: reductions the transpose optimizer moves a Transpose through (renumbering their axes)
+_NHWC_REDUCE = frozenset({"ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd", "ReduceL1", "ReduceL2",
+                          "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"})
+
+
+def _int8_nhwc_op(graph: Graph, node: Node, folded: set[str], nhwc: dict[str, bool]) -> bool:
+    """Does onnxruntime run ``node`` of the fp32 graph, once quantized, in NHWC on x86? A 2-D Conv
+    with constant weights (QLinearConv; also an AveragePool, which the edge quantization rewrites
+    as a depthwise Conv: :mod:`onnxsplit.quant.pools`) always; the pools the quantizer keeps in
+    uint8 (MaxPool, GlobalAveragePool: NhwcMaxPool, QLinearGlobalAveragePool) when their input is
+    NHWC already."""
+    op = node.op_type if node.domain in ("", "ai.onnx") else ""
+    x = _shape(graph, node.inputs[0]) if node.inputs else None
+    if x is None or len(x) != 4 or not _is_fp32(graph, node.inputs[0]):
+        return False
+    if op == "Conv":
+        w = _shape(graph, node.inputs[1]) if len(node.inputs) > 1 else None
+        return w is not None and len(w) == 4 and _is_const(graph, node.inputs[1], folded)
+    if op == "AveragePool":
+        return True
+    return op in ("MaxPool", "GlobalAveragePool") and bool(nhwc.get(node.inputs[0]))
+
+
+def _splits_channels(graph: Graph, node: Node) -> bool:
+    """A Reshape of a 4-D ``[N, C, H, W]`` tensor into ``[N, c1, ..., ck, H, W]`` (``c1 * ... * ck =
+    C``, a channel shuffle's first step): onnxruntime moves an NHWC→NCHW Transpose through it."""
+    x = _shape(graph, node.inputs[0])
+    y = _shape(graph, node.outputs[0])
+    if x is None or y is None or len(x) != 4 or len(y) < 5:
+        return False
+    return y[0] == x[0] and y[-2:] == x[2:] and int(np.prod(y[1:-2])) == x[1]
+
+
+def nhwc_tensors(graph: Graph, skip: Iterable[str] = ()) -> tuple[dict[str, bool], list[Reorder]]:
+    """Simulate onnxruntime's int8 layout work on x86 for the static-QDQ quantization of ``graph``
+    (the fp32 graph; quantized as :func:`onnxsplit.profile.quantize_qdq` does): ``(layout,
+    transposes)``, ``layout[tensor]`` True where the tensor is NHWC.
+
+    onnxruntime runs QLinearConv (and uint8 MaxPool / QLinearGlobalAveragePool) in NHWC, wraps each
+    in Transposes and lets its transpose optimizer push them down the graph, cancelling pairs: a
+    Transpose moves through an elementwise op (:data:`_NHWC_PASS`) when that removes more Transposes
+    from the op's computed inputs than it adds (a computed NCHW input costs one, an NHWC one saves
+    one; constants are free), and stops at anything else (Reshape, Flatten, MatMul, Softmax, ...)
+    and at graph outputs. What is left: ``"input"`` Transposes (NCHW → NHWC, paid by the
+    consumer) and ``"output"`` ones (NHWC → NCHW, paid by the producer), one per tensor and
+    direction; ``nbytes`` counts a byte per element where the reading op is one the quantizer
+    quantizes (the Transpose then runs on uint8), else four.
+    """
+    from .kernels import QUANTIZED_OPS
+
+    skipped = set(skip)
+    folded = {o for n in graph.compute_nodes if n.name in skipped for o in n.outputs}
+    nhwc: dict[str, bool] = {}
+    out: list[Reorder] = []
+    done: set[tuple[str, str]] = set()
+
+    def numel(name: str) -> int:
+        s = _shape(graph, name)
+        return int(np.prod(s)) if s else 0
+
+    def to_nchw(name: str, reader_op: str) -> None:
+        if nhwc.get(name) and (name, "output") not in done:
+            done.add((name, "output"))
+            width = 1 if reader_op in QUANTIZED_OPS or reader_op == "" else 4
+            out.append(Reorder(name, "output", graph.tensor(name).producer or name, numel(name) * width))
+
+    def to_nhwc(name: str, node: str) -> None:
+        if not nhwc.get(name) and (name, "input") not in done:
+            done.add((name, "input"))
+            out.append(Reorder(name, "input", node, numel(name)))
+
+    nodes = [n for n in graph.compute_nodes if n.name not in skipped]
+
+    def op_of(n: Node) -> str:
+        return n.op_type if n.domain in ("", "ai.onnx") else ""
+
+    def data_of(n: Node) -> list[str]:
+        return [i for i in n.inputs if i and not _is_const(graph, i, folded)]
+
+    def movable(n: Node) -> bool:  # a Transpose on its data input can move through it
+        op = op_of(n)
+        if op in _NHWC_PASS or op in _NHWC_REDUCE or op in ("MaxPool", "GlobalAveragePool"):
+            return True
+        if op == "BatchNormalization":
+            return bool(n.inputs) and _fused_into_conv(graph, n.inputs[0], folded)
+        return op == "Reshape" and _splits_channels(graph, n)
+
+    # which tensors lead (through movable ops) to a layout Transpose that a pushed one would cancel:
+    # the input of an NHWC convolution, or an explicit Transpose
+    leads: dict[str, bool] = {}
+    for n in reversed(nodes):
+        for i in n.inputs:
+            if not i or _is_const(graph, i, folded):
+                continue
+            if (_int8_nhwc_op(graph, n, folded, {}) and i == n.inputs[0]) or op_of(n) == "Transpose" \
+                    or (movable(n) and any(leads.get(o) for o in n.outputs)):
+                leads[i] = True
+
+    for n in nodes:
+        op = op_of(n)
+        data = data_of(n)
+        out_nhwc = False
+        if _int8_nhwc_op(graph, n, folded, {}):
+            to_nhwc(n.inputs[0], n.name)
+            out_nhwc = True
+        elif op == "Transpose":
+            pass  # merged with the layout Transpose before it (one Transpose either way)
+        elif op == "BatchNormalization" and data and nhwc.get(data[0]) and _fused_into_conv(graph, data[0], folded):
+            out_nhwc = True  # folded into the Conv before it (quant_pre_process); a lone one runs NCHW fp32
+        elif op in ("Relu", "Clip") and data and nhwc.get(data[0]) and _removed_activation(graph, n):
+            out_nhwc = True  # the quantizer drops it (its QuantizeLinear clamps): nothing runs
+        elif movable(n) and any(nhwc.get(i) for i in data):
+            # onnxruntime's cost check: a computed NCHW input costs a Transpose, an NHWC one saves
+            # one, and the output costs one unless it leads to a Transpose the pushed one cancels
+            # or is smaller than the input (a pool or reduction: the Transpose gets cheaper)
+            smaller = numel(n.outputs[0]) < max(numel(i) for i in data)
+            cost = sum(-1 if nhwc.get(i) else 1 for i in data) \
+                + (0 if smaller or any(leads.get(o) for o in n.outputs) else 1)
+            if cost < 0:
+                for i in data:
+                    to_nhwc(i, n.name)
+                out_nhwc = True
+                if op in _NHWC_REDUCE:  # on a [N, C, 1, 1] result it only moves size-1 axes: a Reshape (free)
+                    y = _shape(graph, n.outputs[0])
+                    out_nhwc = not (y is not None and len(y) == 4 and (y[1] == 1 or y[2] * y[3] == 1))
+            else:
+                for i in data:
+                    to_nchw(i, op)
+        else:
+            for i in data:
+                to_nchw(i, op)
+        for o in n.outputs:
+            nhwc[o] = out_nhwc and len(_shape(graph, o) or ()) >= 4
+    for o in graph.model.graph.output:
+        to_nchw(o.name, "")
+    return nhwc, out
+
+
+def _removed_activation(graph: Graph, node: Node) -> bool:
+    """A Relu/Clip the static QDQ quantizer removes: its input is the only use of the output of a
+    quantized op (the op's QuantizeLinear then clamps as the activation would)."""
+    from .kernels import QUANTIZED_OPS
+
+    t = graph.tensor(node.inputs[0])
+    if t.producer is None or len(t.consumers) != 1 or t.is_graph_output:
+        return False
+    return graph.node(t.producer).op_type in QUANTIZED_OPS
+
+
+def nhwc_transposes(graph: Graph, skip: Iterable[str] = ()) -> list[Reorder]:
+    """The layout Transposes onnxruntime's CPU provider adds to ``graph`` quantized to int8
+    (see :func:`nhwc_tensors`)."""
+    return nhwc_tensors(graph, skip)[1]
