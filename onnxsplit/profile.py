@@ -346,6 +346,14 @@ def _kernel_model(spec: dict[str, Any]) -> onnx.ModelProto:
         b.outputs.append(b.node(spec["kind"], [x, b.const(np.array(spec["axes"]))], keepdims=1)
                          if spec["kind"] == "ReduceSum" else
                          b.node(spec["kind"], [x], axes=list(spec["axes"]), keepdims=1))
+    elif op == "channel_shuffle":  # 1x1 conv -> ShuffleNet's channel shuffle -> 1x1 conv
+        c, g, hw = spec["c"], spec["groups"], spec["hw"]
+        x = b.input((1, c, hw, hw))
+        y = b.conv(x, c, c, 1, 1, spec.get("conv_group", 1), bias=True)
+        y = b.node("Reshape", [y, b.const(np.array([1, g, c // g, hw, hw]))])
+        y = b.node("Transpose", [y], perm=[0, 2, 1, 3, 4])
+        y = b.node("Reshape", [y, b.const(np.array([1, c, hw, hw]))])
+        b.outputs.append(b.conv(y, c, c, 1, 1, spec.get("conv_group", 1), bias=True))
     elif op == "transpose":
         x = b.input(tuple(spec["shape"]))
         b.outputs.append(b.node("Transpose", [x], perm=list(spec["perm"])))
@@ -534,6 +542,19 @@ def _kernel_spec(family: str, rng: np.random.Generator) -> dict[str, Any]:
         ch = c([32, 64, 96, 144, 192, 384, 576]) if hw <= 28 else c([16, 32, 64, 96, 144])
         return {"op": "conv", "cin": ch, "cout": ch, "group": ch, "hw": hw, "k": c([3, 3, 5]), "stride": c([1, 2]),
                 "post": c([["clip"], ["relu"], ["bn", "relu"], [], ["bn", "silu"]])}
+    if family == "conv_grouped":  # 1 < group, several input channels per group
+        hw = c([7, 14, 28, 56])
+        group = c([2, 2, 3, 4, 8])
+        cin = group * c([4, 8, 16, 24, 32, 48, 64, 96]) if hw <= 28 else group * c([4, 8, 16, 24, 32])
+        cout = group * c([4, 8, 16, 24, 32, 48, 64, 96])
+        return {"op": "conv", "cin": cin, "cout": cout, "group": group, "hw": hw, "k": c([1, 1, 3, 3, 5]),
+                "stride": c([1, 1, 2]), "post": c([[], ["relu"], ["bn", "relu"], ["bn"]])}
+    if family == "channel_shuffle":  # a shuffle between convolutions (int8: merges with the NHWC layout)
+        hw = c([7, 14, 28, 56])
+        groups = c([2, 3, 4, 8])
+        ch = groups * (c([8, 16, 24, 34, 48, 68]) if hw <= 28 else c([4, 8, 14, 28]))
+        return {"op": "channel_shuffle", "c": ch, "groups": groups, "hw": hw,
+                "conv_group": c([1, groups]) if ch // groups > 1 else 1}
     if family == "conv_transpose":
         return {"op": "conv_transpose", "cin": c([16, 32, 64, 128]), "cout": c([8, 16, 32, 64]), "hw": c([4, 8, 16, 32, 56]),
                 "k": 2, "stride": 2}
@@ -610,7 +631,7 @@ def _kernel_spec(family: str, rng: np.random.Generator) -> dict[str, Any]:
 
 #: how many of the sampled kernels each family gets (relative weights)
 KERNEL_MIX: dict[str, float] = {
-    "conv": 5, "conv_pw": 5, "conv_dw": 4, "conv_transpose": 1.5, "gemm": 5, "matmul": 2, "attention": 1.5,
+    "conv": 5, "conv_pw": 5, "conv_dw": 4, "conv_grouped": 2, "channel_shuffle": 1, "conv_transpose": 1.5, "gemm": 5, "matmul": 2, "attention": 1.5,
     "pool": 2.5, "elementwise": 5, "norm": 2, "softmax": 1.5, "reduce": 1.5, "data_movement": 3, "reshape": 1,
     "resize": 1.5,
 }

@@ -233,3 +233,71 @@ def test_int8_layout_kernels_priced_only_by_artifacts_with_the_law() -> None:
     assert t1.total_ms == pytest.approx(t0.total_ms + 6 * per)
     heads = {k.head for k in t1.kernels if k.members}
     assert all(t1.latency_ms[n] == pytest.approx(t0.latency_ms[n]) or n in heads for n in t0.latency_ms)
+
+
+# ------------------------------------------------------------------------------------------ families
+def test_grouped_convolutions_are_their_own_family_priced_as_depthwise_by_older_artifacts() -> None:
+    """A Conv with several input channels per group (AlexNet's two groups, ShuffleNet's grouped 1x1)
+    is ``conv_grouped``, a depthwise one stays ``conv_dw``; the profile samples them
+    (``--families conv_grouped``). An artifact without the family prices it with the ``conv_dw`` law,
+    and the kernel's configuration signature keeps the ``conv_dw`` name those artifacts were fitted
+    with (the HELP artifacts carry such configurations)."""
+    from onnxsplit.profile import build_spec, sample_kernel_specs
+
+    specs = sample_kernel_specs(6, seed=1, families=["conv_grouped"])
+    assert specs and all(s["group"] > 1 and s["cin"] // s["group"] > 1 for s in specs)
+    for s in specs:
+        ks = [k for k in group_kernels_for(onnxsplit.load_graph(build_spec(s)), "ort-cpu", "fp32") if k.members]
+        assert [k.family for k in ks] == ["conv_grouped"]
+        assert ks[0].signature.startswith("conv_dw|Conv")
+    dw = {"gen": "kernel", "op": "conv", "cin": 32, "cout": 32, "group": 32, "hw": 14, "k": 3}
+    assert [k.family for k in group_kernels_for(onnxsplit.load_graph(build_spec(dw)), "ort-cpu", "fp32")
+            if k.members] == ["conv_dw"]
+
+    g = onnxsplit.load_graph(build_spec(specs[0]))
+    law = {"mflops": 0.01, "in_mb": 0.0, "out_mb": 0.0, "param_mb": 0.0, "one": 0.001}
+    kw = dict(target="host-x86", runtime="tvm", precision="fp32", version="t", features=list(law), overhead_ms=0.0)
+    old = predict(g, "host-x86", "fp32", "tvm", cost_model=CostModel(families={"conv_dw": law}, **kw))
+    new = predict(g, "host-x86", "fp32", "tvm", cost_model=CostModel(
+        families={"conv_dw": law, "conv_grouped": {**law, "mflops": 0.002}}, **kw))
+    k = next(k for k in old.kernels if k.members)
+    assert old.total_ms == pytest.approx(0.01 * k.flops / 1e6 + 0.001)
+    assert new.total_ms == pytest.approx(0.002 * k.flops / 1e6 + 0.001)
+    assert not old.uncalibrated_nodes
+
+
+def test_channel_shuffle_transpose_is_transpose_merged_in_int8_only() -> None:
+    """In an int8 model a channel shuffle's Transpose reads an NHWC tensor (the layout Transpose
+    moved through the Reshape before it): onnxruntime merges the two into one permutation that
+    moves the innermost axis, ``transpose_merged``; in fp32 it stays ``data_movement``, and an int8
+    artifact without the family prices it with the ``data_movement`` law."""
+    from onnxsplit.profile import build_spec, sample_kernel_specs
+
+    (spec,) = sample_kernel_specs(1, seed=3, families=["channel_shuffle"])
+    g = onnxsplit.load_graph(build_spec(spec))
+    fam = {k.op_types: k.family for k in group_kernels_for(g, "ort-cpu", "int8") if k.members}
+    assert fam[("Transpose",)] == "transpose_merged"
+    assert {k.family for k in group_kernels_for(g, "ort-cpu", "fp32") if k.op_types == ("Transpose",)} == {
+        "data_movement"}
+    base = {f: {"mflops": 0.001, "in_mb": 0.01, "out_mb": 0.01, "param_mb": 0.0, "one": 0.001}
+            for f in ("conv_pw", "conv_grouped", "reshape", "data_movement")}
+    kw = dict(target="host-x86", runtime="ort-cpu", precision="int8", version="t", features=list(base["conv_pw"]),
+              overhead_ms=0.0)
+    t_old = predict(g, "host-x86", "int8", cost_model=CostModel(families=dict(base), **kw))
+    t_new = predict(g, "host-x86", "int8", cost_model=CostModel(
+        families={**base, "transpose_merged": {**base["data_movement"], "one": 0.5}}, **kw))
+    assert t_new.total_ms == pytest.approx(t_old.total_ms + 0.499)
+
+
+def test_bundled_host_x86_int8_model_prices_layout_and_shuffle_transposes() -> None:
+    """The bundled host-x86 int8 artifact (v7) carries fitted ``layout_reorder``,
+    ``transpose_merged`` and ``conv_grouped`` laws; per MB of features a merged shuffle Transpose
+    costs several times a layout Transpose (per element, 4x that again: its features count the
+    graph's fp32 bytes, the layout Transposes' one byte per element; onnxruntime's profiler on
+    ShuffleNet int8: 1.16 ms for the merged one at 351 K elements, 25 us for a layout one at 351 K)."""
+    from onnxsplit.cost.model import find_cost_model
+
+    m = find_cost_model("host-x86", "ort-cpu", "int8")
+    assert m is not None and {"layout_reorder", "transpose_merged", "conv_grouped"} <= set(m.families)
+    per_mb = {f: m.families[f]["in_mb"] + m.families[f]["out_mb"] for f in ("layout_reorder", "transpose_merged")}
+    assert per_mb["transpose_merged"] > 3 * per_mb["layout_reorder"] > 0

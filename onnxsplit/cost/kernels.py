@@ -53,6 +53,7 @@ __all__ = [
     "group_kernels_for",
     "kernel_signature",
     "mark_int8_fallbacks",
+    "mark_merged_transposes",
     "op_family",
     "QUANTIZED_OPS",
     "uses_int8_fallbacks",
@@ -62,7 +63,10 @@ __all__ = [
 FAMILIES: dict[str, str] = {
     "conv": "Conv, group 1, kernel larger than 1x1 (+ fused BN/bias/residual/activation)",
     "conv_pw": "Conv, group 1, 1x1 (pointwise)",
-    "conv_dw": "Conv with group > 1 (depthwise or grouped)",
+    "conv_dw": "Conv with one input channel per group (depthwise)",
+    "conv_grouped": "Conv with 1 < group and more than one input channel per group (AlexNet, ShuffleNet, ResNeXt "
+                    "style: per-group GEMMs, priced like a depthwise one by artifacts fitted before the family "
+                    "existed)",
     "conv_transpose": "ConvTranspose",
     "gemm": "Gemm, or MatMul with a constant weight (linear layer) (+ fused bias/activation)",
     "matmul": "MatMul of two computed tensors (attention scores/context), Einsum",
@@ -84,6 +88,10 @@ FAMILIES: dict[str, str] = {
     "int8_fallback": "int8 graphs on onnxruntime CPU: an elementwise/transcendental kernel the static quantizer "
                      "leaves in fp32 next to quantized ops (HardSigmoid, Div, Erf, Pow, ...): it runs between a "
                      "DequantizeLinear and a QuantizeLinear (see mark_int8_fallbacks)",
+    "transpose_merged": "int8 graphs on onnxruntime CPU: a Transpose of the graph whose input onnxruntime keeps in NHWC "
+                        "(e.g. a channel shuffle's after its Reshape): merged with the layout Transpose into one "
+                        "permutation that moves the innermost axis, element by element on uint8 (see "
+                        "mark_merged_transposes)",
     "layout_reorder": "graphs on onnxruntime CPU: a layout conversion onnxruntime inserts, no graph node (predicted "
                       "by onnxsplit.cost.layout, charged to the kernel that pays for it; see layout_kernels): fp32, "
                       "a ReorderInput/ReorderOutput between NCHW and the blocked NCHWc layout of its NCHWc "
@@ -92,7 +100,8 @@ FAMILIES: dict[str, str] = {
 
 #: a family a cost model may lack falls back to its parent's law (older artifacts, and data sets
 #: too small to separate them, e.g. HELP's CNNs have no LRN): see :func:`resolve_family`
-FAMILY_PARENT: dict[str, str] = {"transcendental": "elementwise", "lrn": "norm", "int8_fallback": "elementwise"}
+FAMILY_PARENT: dict[str, str] = {"transcendental": "elementwise", "lrn": "norm", "int8_fallback": "elementwise",
+                                  "conv_grouped": "conv_dw", "transpose_merged": "data_movement"}
 
 #: op types onnxruntime's static quantizer quantizes (its QDQ and QOperator registries, onnxruntime
 #: 1.32: ``onnxruntime.quantization.registry``), fixed here so that a kernel's family does not change
@@ -328,10 +337,12 @@ def op_family(node: Node, graph: Graph, *, consts: _Ctx | None = None) -> str:
         return "other"
     if op in _HEAD_CONV:
         group = int(_attr(node, "group", 1) or 1)
-        if group > 1:
-            return "conv_dw"
         w_idx = 3 if op == "QLinearConv" else 1
         w = graph.tensors[node.proto.input[w_idx]].shape if len(node.proto.input) > w_idx else None
+        if group > 1:
+            # weight [C_out, C_in / group, kh, kw]: one input channel per group is depthwise
+            per_group = w[1] if w is not None and len(w) > 1 else None
+            return "conv_grouped" if per_group is not None and int(per_group) > 1 else "conv_dw"
         k = _attr(node, "kernel_shape") or (list(w[2:]) if w is not None and len(w) > 2 else None)
         if k is not None and all(int(d) == 1 for d in k):
             return "conv_pw"
@@ -714,7 +725,7 @@ def group_kernels_for(graph: Graph, runtime: str | None, precision: str | None) 
     fp32 islands marked (:func:`mark_int8_fallbacks`); for fp32 on ort-cpu followed by the layout
     reorders onnxruntime inserts (:func:`layout_kernels`). What predictions and fits both use."""
     if uses_int8_fallbacks(runtime, precision):
-        kernels = mark_int8_fallbacks(graph, group_kernels(graph, _RULES["ort-cpu-int8"]))
+        kernels = mark_merged_transposes(graph, mark_int8_fallbacks(graph, group_kernels(graph, _RULES["ort-cpu-int8"])))
     else:
         kernels = group_kernels(graph, runtime)
     if uses_layout_kernels(runtime, precision):
@@ -755,6 +766,33 @@ def layout_kernels(graph: Graph, kernels: Sequence[Kernel], precision: str = "fp
                    op_types=(names[0] if r.kind == "input" else names[1],), flops=0, cost_known=True,
                    in_nbytes=r.nbytes, out_nbytes=r.nbytes, param_nbytes=0)
         k.features = {"mflops": 0.0, "in_mb": r.nbytes / 1e6, "out_mb": r.nbytes / 1e6, "param_mb": 0.0, "one": 1.0}
+        out.append(k)
+    return out
+
+
+def mark_merged_transposes(graph: Graph, kernels: Iterable[Kernel]) -> list[Kernel]:
+    """``kernels`` of ``graph`` as an int8 model runs them on onnxruntime CPU (x86): a kernel that is a
+    lone Transpose of the graph whose input onnxruntime keeps in NHWC
+    (:func:`onnxsplit.cost.layout.nhwc_tensors`) becomes ``transpose_merged``.
+
+    onnxruntime merges the layout Transpose before it into it: a channel shuffle's 5-D (0, 2, 1, 3, 4)
+    becomes (0, 4, 3, 1, 2), which moves the innermost axis and runs element by element on uint8
+    (ShuffleNet int8, onnxruntime's profiler: 1.16 ms for 351 KB at 56x56, against 25 us for the 4-D
+    layout Transpose of a tensor of that size). A model without a ``transpose_merged`` law prices it
+    with its ``data_movement`` law (:data:`FAMILY_PARENT`), as before."""
+    import dataclasses
+
+    from .layout import nhwc_tensors
+
+    kernels = list(kernels)
+    folded = [m for k in kernels if k.family == "constant" for m in k.members]
+    layout = nhwc_tensors(graph, skip=folded)[0]
+    out: list[Kernel] = []
+    for k in kernels:
+        if k.family == "data_movement" and k.op_types == ("Transpose",):
+            node = graph.node(k.head)
+            if node.inputs and layout.get(node.inputs[0]):
+                k = dataclasses.replace(k, family="transpose_merged")
         out.append(k)
     return out
 

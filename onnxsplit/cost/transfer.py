@@ -72,7 +72,8 @@ __all__ = [
 
 #: an operator of each family, to look up whether a target runs the family in int8 (``int8_ops``)
 FAMILY_OPS: dict[str, tuple[str, ...]] = {
-    "conv": ("Conv",), "conv_pw": ("Conv",), "conv_dw": ("Conv",), "conv_transpose": ("ConvTranspose",),
+    "conv": ("Conv",), "conv_pw": ("Conv",), "conv_dw": ("Conv",), "conv_grouped": ("Conv",),
+    "conv_transpose": ("ConvTranspose",),
     "gemm": ("Gemm", "MatMul"), "matmul": ("MatMul",), "pool": ("MaxPool", "AveragePool", "GlobalAveragePool"),
     "elementwise": ("Add", "Mul", "Relu", "Clip"), "transcendental": ("Sigmoid",), "resize": ("Resize",),
     "data_movement": ("Concat",),
@@ -84,7 +85,8 @@ _TERMS = ("compute", "activation_bytes", "param_bytes")
 TARGET_FIXED_COST_RUNTIMES = frozenset({"ort-trt"})
 #: families whose kernels do arithmetic that the FLOP count measures: no kernel beats the peak, so
 #: their compute inverse efficiency is at least 1
-COMPUTE_BOUND_FAMILIES = frozenset({"conv", "conv_pw", "conv_dw", "conv_transpose", "gemm", "matmul"})
+COMPUTE_BOUND_FAMILIES = frozenset({"conv", "conv_pw", "conv_dw", "conv_grouped", "conv_transpose", "gemm",
+                                    "matmul"})
 #: families whose kernels do not necessarily move their bytes (metadata-only reshapes): every other
 #: family reads and writes its activations at most at the memory bandwidth (inverse efficiency >= 1)
 NO_TRAFFIC_FAMILIES = frozenset({"reshape"})
