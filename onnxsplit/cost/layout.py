@@ -219,12 +219,12 @@ _NHWC_REDUCE = frozenset({"ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "
                           "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"})
 
 
-def _int8_nhwc_op(graph: Graph, node: Node, folded: set[str], nhwc: dict[str, bool]) -> bool:
-    """Does onnxruntime run ``node`` of the fp32 graph, once quantized, in NHWC on x86? A 2-D Conv
-    with constant weights (QLinearConv; also an AveragePool, which the edge quantization rewrites
-    as a depthwise Conv: :mod:`onnxsplit.quant.pools`) always; the pools the quantizer keeps in
-    uint8 (MaxPool, GlobalAveragePool: NhwcMaxPool, QLinearGlobalAveragePool) when their input is
-    NHWC already."""
+def _int8_nhwc_op(graph: Graph, node: Node, folded: set[str]) -> bool:
+    """Does onnxruntime run ``node`` of the fp32 graph, once quantized, in NHWC on x86 whatever its
+    input's layout? A 2-D Conv with constant weights (QLinearConv), and an AveragePool, which the
+    edge quantization rewrites as a depthwise Conv (:mod:`onnxsplit.quant.pools`). (The uint8
+    MaxPool and QLinearGlobalAveragePool run NHWC only when a Transpose moves through them: see
+    :func:`nhwc_tensors`.)"""
     op = node.op_type if node.domain in ("", "ai.onnx") else ""
     x = _shape(graph, node.inputs[0]) if node.inputs else None
     if x is None or len(x) != 4 or not _is_fp32(graph, node.inputs[0]):
@@ -232,9 +232,7 @@ def _int8_nhwc_op(graph: Graph, node: Node, folded: set[str], nhwc: dict[str, bo
     if op == "Conv":
         w = _shape(graph, node.inputs[1]) if len(node.inputs) > 1 else None
         return w is not None and len(w) == 4 and _is_const(graph, node.inputs[1], folded)
-    if op == "AveragePool":
-        return True
-    return op in ("MaxPool", "GlobalAveragePool") and bool(nhwc.get(node.inputs[0]))
+    return op == "AveragePool"
 
 
 def _splits_channels(graph: Graph, node: Node) -> bool:
@@ -250,17 +248,30 @@ def _splits_channels(graph: Graph, node: Node) -> bool:
 def nhwc_tensors(graph: Graph, skip: Iterable[str] = ()) -> tuple[dict[str, bool], list[Reorder]]:
     """Simulate onnxruntime's int8 layout work on x86 for the static-QDQ quantization of ``graph``
     (the fp32 graph; quantized as :func:`onnxsplit.profile.quantize_qdq` does): ``(layout,
-    transposes)``, ``layout[tensor]`` True where the tensor is NHWC.
+    transposes)``, ``layout[tensor]`` True where the tensor is NHWC (also a channel-split 5-D
+    tensor that onnxruntime keeps permuted).
 
-    onnxruntime runs QLinearConv (and uint8 MaxPool / QLinearGlobalAveragePool) in NHWC, wraps each
-    in Transposes and lets its transpose optimizer push them down the graph, cancelling pairs: a
-    Transpose moves through an elementwise op (:data:`_NHWC_PASS`) when that removes more Transposes
-    from the op's computed inputs than it adds (a computed NCHW input costs one, an NHWC one saves
-    one; constants are free), and stops at anything else (Reshape, Flatten, MatMul, Softmax, ...)
-    and at graph outputs. What is left: ``"input"`` Transposes (NCHW → NHWC, paid by the
-    consumer) and ``"output"`` ones (NHWC → NCHW, paid by the producer), one per tensor and
-    direction; ``nbytes`` counts a byte per element where the reading op is one the quantizer
-    quantizes (the Transpose then runs on uint8), else four.
+    onnxruntime runs QLinearConv in NHWC (:func:`_int8_nhwc_op`), wraps each in Transposes and its
+    transpose optimizer pushes them down the graph, cancelling pairs. Rules, written from
+    onnxruntime's optimized graphs (``tests/test_cost_layout.py``):
+
+    * a BatchNormalization behind a Conv (folded by ``quant_pre_process``) and a Relu/Clip the
+      quantizer drops keep the layout for free; a lone BatchNormalization runs NCHW fp32;
+    * a Transpose moves through an op with a handler (elementwise ops, Concat, Split, Slice, Pad,
+      Resize, reductions, uint8 MaxPool / GlobalAveragePool, a Reshape that splits the channels)
+      when onnxruntime's cost check says so: each computed NCHW input costs a Transpose, each NHWC
+      one saves one, and the output costs one unless it leads (through such ops) to a Transpose
+      that would cancel it, or is smaller than the input; it moves when the sum is negative;
+    * an explicit Transpose on an NHWC input merges with the layout one (no extra Transpose; see
+      :func:`onnxsplit.cost.kernels.mark_merged_transposes` for what the merged one costs);
+    * every other op, and every graph output, needs NCHW.
+
+    What is left: ``"input"`` Transposes (NCHW → NHWC, paid by the consumer) and ``"output"`` ones
+    (NHWC → NCHW, paid by the producer), one per tensor and direction; ``nbytes`` counts a byte per
+    element where the reading op is one the quantizer quantizes (the Transpose then runs on uint8),
+    else four. Not modelled: an explicit Transpose that cancels against the layout one (after a
+    ``keepdims=0`` reduction), and graphs onnxruntime changes first in other ways (e.g. identical
+    convolutions merged by common-subexpression elimination).
     """
     from .kernels import QUANTIZED_OPS
 
@@ -308,7 +319,7 @@ def nhwc_tensors(graph: Graph, skip: Iterable[str] = ()) -> tuple[dict[str, bool
         for i in n.inputs:
             if not i or _is_const(graph, i, folded):
                 continue
-            if (_int8_nhwc_op(graph, n, folded, {}) and i == n.inputs[0]) or op_of(n) == "Transpose" \
+            if (_int8_nhwc_op(graph, n, folded) and i == n.inputs[0]) or op_of(n) == "Transpose" \
                     or (movable(n) and any(leads.get(o) for o in n.outputs)):
                 leads[i] = True
 
@@ -316,7 +327,7 @@ def nhwc_tensors(graph: Graph, skip: Iterable[str] = ()) -> tuple[dict[str, bool
         op = op_of(n)
         data = data_of(n)
         out_nhwc = False
-        if _int8_nhwc_op(graph, n, folded, {}):
+        if _int8_nhwc_op(graph, n, folded):
             to_nhwc(n.inputs[0], n.name)
             out_nhwc = True
         elif op == "Transpose":
