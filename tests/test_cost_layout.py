@@ -301,3 +301,34 @@ def test_bundled_host_x86_int8_model_prices_layout_and_shuffle_transposes() -> N
     assert m is not None and {"layout_reorder", "transpose_merged", "conv_grouped"} <= set(m.families)
     per_mb = {f: m.families[f]["in_mb"] + m.families[f]["out_mb"] for f in ("layout_reorder", "transpose_merged")}
     assert per_mb["transpose_merged"] > 3 * per_mb["layout_reorder"] > 0
+
+
+@needs_avx512
+def test_grouped_convolutions_run_nchwc_with_whole_blocks_per_group() -> None:
+    """onnxruntime runs a grouped Conv in NCHWc when every group has whole blocks of input and output
+    channels (FBNet's two-group 1x1 convolutions at 32+ channels): between two NCHWc convolutions it
+    adds no reorder; with 8 channels per group it stays NCHW, reordered on both sides."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+
+    def model(group: int):  # noqa: ANN202
+        c, hw = 64, 16
+        inits = [numpy_helper.from_array((rng.standard_normal((c, c, 3, 3)) * 0.1).astype(np.float32), "w0"),
+                 numpy_helper.from_array((rng.standard_normal((c, c // group, 1, 1)) * 0.1).astype(np.float32), "w1"),
+                 numpy_helper.from_array((rng.standard_normal((c, c, 3, 3)) * 0.1).astype(np.float32), "w2")]
+        nodes = [helper.make_node("Conv", ["x", "w0"], ["a"], name="c0", pads=[1, 1, 1, 1]),
+                 helper.make_node("Conv", ["a", "w1"], ["b"], name="g", group=group),
+                 helper.make_node("Conv", ["b", "w2"], ["y"], name="c2", pads=[1, 1, 1, 1])]
+        shape = [1, c, hw, hw]
+        g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], inits)
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+        m.ir_version = 8
+        return m
+
+    for group, expected in ((2, Counter({"input": 1, "output": 1})), (4, Counter({"input": 1, "output": 1})),
+                            (8, Counter({"input": 2, "output": 2}))):
+        m = model(group)
+        assert _mine(onnxsplit.load_graph(m)) == expected, group
+        assert _ort_reorders(m) == expected, group

@@ -97,6 +97,8 @@ def _conv_mode(graph: Graph, node: Node, block: int, folded: set[str]) -> str | 
         return "nchw_in" if c_in < block else "nchwc"
     if group == c_in == c_out:  # depthwise
         return "nchwc"
+    if (c_in // group) % block == 0 and (c_out // group) % block == 0:  # grouped, whole blocks per group
+        return "nchwc"
     return None
 
 
