@@ -49,6 +49,17 @@ def _chain(stem: bool):  # noqa: ANN202
     return _tool().block_chain(10, 16, 32, stem=stem)
 
 
+def _single_io_model(nodes: list, inits: list, shape: list[int]) -> onnx.ModelProto:
+    """An opset-17 model from ``nodes`` reading float ``x`` and writing ``y``, both of ``shape``."""
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
 def _ort_reorders(model: onnx.ModelProto) -> Counter:
     return _tool().reorders(model)
 
@@ -176,7 +187,7 @@ def test_channel_shuffle_and_lone_batchnorm_in_int8() -> None:
     Reshape that splits the channels of a channel shuffle (and merges with the shuffle's own
     Transpose), so only the next QLinearConv's input needs one back; a BatchNormalization that no
     Conv absorbs runs in NCHW fp32 and stops the NHWC layout (one Transpose each way)."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(0)
 
@@ -198,12 +209,7 @@ def test_channel_shuffle_and_lone_batchnorm_in_int8() -> None:
             nodes += [helper.make_node("Relu", ["a"], ["ar"], name="relu"),
                       helper.make_node("BatchNormalization", ["ar", "s", "b", "m", "v"], ["y0"], name="bn")]
         nodes.append(helper.make_node("Conv", ["y0", "w1"], ["y"], name="c1", pads=[1, 1, 1, 1]))
-        shape = [1, c, hw, hw]
-        g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], inits)
-        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-        m.ir_version = 8
-        return m
+        return _single_io_model(nodes, inits, [1, c, hw, hw])
 
     for shuffle, expected in ((True, 3), (False, 4)):
         m = model(shuffle)
@@ -308,7 +314,7 @@ def test_grouped_convolutions_run_nchwc_with_whole_blocks_per_group() -> None:
     """onnxruntime runs a grouped Conv in NCHWc when every group has whole blocks of input and output
     channels (FBNet's two-group 1x1 convolutions at 32+ channels): between two NCHWc convolutions it
     adds no reorder; with 8 channels per group it stays NCHW, reordered on both sides."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(0)
 
@@ -320,12 +326,7 @@ def test_grouped_convolutions_run_nchwc_with_whole_blocks_per_group() -> None:
         nodes = [helper.make_node("Conv", ["x", "w0"], ["a"], name="c0", pads=[1, 1, 1, 1]),
                  helper.make_node("Conv", ["a", "w1"], ["b"], name="g", group=group),
                  helper.make_node("Conv", ["b", "w2"], ["y"], name="c2", pads=[1, 1, 1, 1])]
-        shape = [1, c, hw, hw]
-        g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], inits)
-        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-        m.ir_version = 8
-        return m
+        return _single_io_model(nodes, inits, [1, c, hw, hw])
 
     for group, expected in ((2, Counter({"input": 1, "output": 1})), (4, Counter({"input": 1, "output": 1})),
                             (8, Counter({"input": 2, "output": 2}))):
