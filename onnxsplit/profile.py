@@ -354,6 +354,10 @@ def _kernel_model(spec: dict[str, Any]) -> onnx.ModelProto:
         y = b.node("Transpose", [y], perm=[0, 2, 1, 3, 4])
         y = b.node("Reshape", [y, b.const(np.array([1, c, hw, hw]))])
         b.outputs.append(b.conv(y, c, c, 1, 1, spec.get("conv_group", 1), bias=True))
+    elif op == "lrn":  # 1x1 conv + ReLU -> LRN (AlexNet / Inception v1 / ZFNet style; int8: LRN stays fp32)
+        c, hw = spec["c"], spec["hw"]
+        y = b.act(b.conv(b.input((1, c, hw, hw)), c, c, 1, 1, 1, bias=True), "relu")
+        b.outputs.append(b.node("LRN", [y], size=spec.get("size", 5), alpha=1e-4, beta=0.75, bias=1.0))
     elif op == "transpose":
         x = b.input(tuple(spec["shape"]))
         b.outputs.append(b.node("Transpose", [x], perm=list(spec["perm"])))
@@ -555,6 +559,10 @@ def _kernel_spec(family: str, rng: np.random.Generator) -> dict[str, Any]:
         ch = groups * (c([8, 16, 24, 34, 48, 68]) if hw <= 28 else c([4, 8, 14, 28]))
         return {"op": "channel_shuffle", "c": ch, "groups": groups, "hw": hw,
                 "conv_group": c([1, groups]) if ch // groups > 1 else 1}
+    if family == "lrn":
+        hw = c([7, 14, 27, 28, 55, 56])
+        return {"op": "lrn", "c": c([16, 32, 48, 64, 96, 128, 192, 256]) if hw <= 28 else c([16, 32, 48, 64, 96]),
+                "hw": hw, "size": c([3, 5, 5])}
     if family == "conv_transpose":
         return {"op": "conv_transpose", "cin": c([16, 32, 64, 128]), "cout": c([8, 16, 32, 64]), "hw": c([4, 8, 16, 32, 56]),
                 "k": 2, "stride": 2}
@@ -631,7 +639,7 @@ def _kernel_spec(family: str, rng: np.random.Generator) -> dict[str, Any]:
 
 #: how many of the sampled kernels each family gets (relative weights)
 KERNEL_MIX: dict[str, float] = {
-    "conv": 5, "conv_pw": 5, "conv_dw": 4, "conv_grouped": 2, "channel_shuffle": 1, "conv_transpose": 1.5, "gemm": 5, "matmul": 2, "attention": 1.5,
+    "conv": 5, "conv_pw": 5, "conv_dw": 4, "conv_grouped": 2, "channel_shuffle": 1, "lrn": 1, "conv_transpose": 1.5, "gemm": 5, "matmul": 2, "attention": 1.5,
     "pool": 2.5, "elementwise": 5, "norm": 2, "softmax": 1.5, "reduce": 1.5, "data_movement": 3, "reshape": 1,
     "resize": 1.5,
 }

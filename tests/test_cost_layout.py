@@ -296,7 +296,7 @@ def test_channel_shuffle_transpose_is_transpose_merged_in_int8_only() -> None:
 
 
 def test_bundled_host_x86_int8_model_prices_layout_and_shuffle_transposes() -> None:
-    """The bundled host-x86 int8 artifact (v7) carries fitted ``layout_reorder``,
+    """The bundled host-x86 int8 artifact (v7 on) carries fitted ``layout_reorder``,
     ``transpose_merged`` and ``conv_grouped`` laws; per MB of features a merged shuffle Transpose
     costs several times a layout Transpose (per element, 4x that again: its features count the
     graph's fp32 bytes, the layout Transposes' one byte per element; onnxruntime's profiler on
@@ -333,3 +333,20 @@ def test_grouped_convolutions_run_nchwc_with_whole_blocks_per_group() -> None:
         m = model(group)
         assert _mine(onnxsplit.load_graph(m)) == expected, group
         assert _ort_reorders(m) == expected, group
+
+
+def test_profile_samplers_of_the_twelfth_session_build_their_families() -> None:
+    """``onnxsplit profile --families conv_grouped,channel_shuffle,lrn`` samples graphs whose kernels
+    are the families they were added to measure (in int8 too: the LRN stays an ``lrn`` kernel next
+    to a quantized convolution)."""
+    from onnxsplit.profile import KERNEL_MIX, build_spec, sample_kernel_specs
+
+    assert {"conv_grouped", "channel_shuffle", "lrn"} <= set(KERNEL_MIX)
+    want = {"conv_grouped": "conv_grouped", "channel_shuffle": "data_movement", "lrn": "lrn"}
+    for fam, kernel_family in want.items():
+        for spec in sample_kernel_specs(4, seed=0, families=[fam]):
+            g = onnxsplit.load_graph(build_spec(spec))
+            assert kernel_family in {k.family for k in group_kernels_for(g, "ort-cpu", "fp32")}, spec
+    lrn = sample_kernel_specs(1, seed=0, families=["lrn"])[0]
+    int8 = {k.family for k in group_kernels_for(onnxsplit.load_graph(build_spec(lrn)), "ort-cpu", "int8")}
+    assert {"conv_pw", "lrn", "layout_reorder"} <= int8
