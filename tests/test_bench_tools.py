@@ -145,3 +145,16 @@ def test_bench_kernel_chains_blocks_compute_the_cell_and_the_run_reports_every_s
     bad = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_kernel_chains.py"), "--rounds", "0"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--rounds" in bad.stderr
+
+
+def test_check_layout_sim_prints_a_row_per_precision_and_set():
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "check_layout_sim.py"), "--nets", "1", "--no-held-out"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = [line.split() for line in r.stdout.splitlines() if line.startswith(("fp32", "int8"))]
+    # netgen v1 and v2 seed 0: both precisions, 2 nets each, with their layout-op counts
+    assert [(row[0], row[1], row[2]) for row in rows] == [("fp32", "nets", "2"), ("int8", "nets", "2")]
+    assert all(0 <= int(row[3]) <= 2 and int(row[4]) > 0 and int(row[5]) > 0 for row in rows)
+    bad = subprocess.run([sys.executable, str(ROOT / "tools" / "check_layout_sim.py"), "--precision", "fp16"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--precision takes fp32 and/or int8" in bad.stderr
