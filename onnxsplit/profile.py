@@ -639,7 +639,8 @@ def _kernel_spec(family: str, rng: np.random.Generator) -> dict[str, Any]:
 
 #: how many of the sampled kernels each family gets (relative weights)
 KERNEL_MIX: dict[str, float] = {
-    "conv": 5, "conv_pw": 5, "conv_dw": 4, "conv_grouped": 2, "channel_shuffle": 1, "lrn": 1, "conv_transpose": 1.5, "gemm": 5, "matmul": 2, "attention": 1.5,
+    "conv": 5, "conv_pw": 5, "conv_dw": 4, "conv_grouped": 2, "channel_shuffle": 1, "lrn": 1, "conv_transpose": 1.5,
+    "gemm": 5, "matmul": 2, "attention": 1.5,
     "pool": 2.5, "elementwise": 5, "norm": 2, "softmax": 1.5, "reduce": 1.5, "data_movement": 3, "reshape": 1,
     "resize": 1.5,
 }

@@ -721,16 +721,26 @@ def uses_int8_fallbacks(runtime: str | None, precision: str | None) -> bool:
 
 def group_kernels_for(graph: Graph, runtime: str | None, precision: str | None) -> list[Kernel]:
     """The kernels of ``graph`` as ``runtime`` runs it at ``precision``: :func:`group_kernels` with
-    the runtime's fusion rules; for int8 on ort-cpu with the ``ort-cpu-int8`` rules and the
-    fp32 islands marked (:func:`mark_int8_fallbacks`); for fp32 on ort-cpu followed by the layout
-    reorders onnxruntime inserts (:func:`layout_kernels`). What predictions and fits both use."""
-    if uses_int8_fallbacks(runtime, precision):
-        kernels = mark_merged_transposes(graph, mark_int8_fallbacks(graph, group_kernels(graph, _RULES["ort-cpu-int8"])))
-    else:
+    the runtime's fusion rules; for int8 on ort-cpu with the ``ort-cpu-int8`` rules, the fp32 islands
+    marked (:func:`mark_int8_fallbacks`) and the Transposes onnxruntime merges with its layout ones
+    marked (:func:`mark_merged_transposes`); on ort-cpu (fp32, int8) followed by the layout
+    conversions onnxruntime inserts (:func:`layout_kernels`). What predictions and fits both use."""
+    if not uses_int8_fallbacks(runtime, precision):
         kernels = group_kernels(graph, runtime)
-    if uses_layout_kernels(runtime, precision):
-        kernels += layout_kernels(graph, kernels, precision or "fp32")
-    return kernels
+        if uses_layout_kernels(runtime, precision):
+            kernels += layout_kernels(graph, kernels, precision or "fp32")
+        return kernels
+    from .layout import nhwc_tensors
+
+    kernels = mark_int8_fallbacks(graph, group_kernels(graph, _RULES["ort-cpu-int8"]))
+    layout, transposes = nhwc_tensors(graph, skip=_folded_members(kernels))  # simulated once for both
+    kernels = mark_merged_transposes(graph, kernels, layout)
+    return kernels + layout_kernels(graph, kernels, "int8", found=transposes)
+
+
+def _folded_members(kernels: Iterable[Kernel]) -> list[str]:
+    """Nodes of constant-folded kernels (they do not run)."""
+    return [m for k in kernels if k.family == "constant" for m in k.members]
 
 
 def uses_layout_kernels(runtime: str | None, precision: str | None) -> bool:
@@ -739,7 +749,8 @@ def uses_layout_kernels(runtime: str | None, precision: str | None) -> bool:
     return runtime == "ort-cpu" and (precision or "fp32") in ("fp32", "int8")
 
 
-def layout_kernels(graph: Graph, kernels: Sequence[Kernel], precision: str = "fp32") -> list[Kernel]:
+def layout_kernels(graph: Graph, kernels: Sequence[Kernel], precision: str = "fp32",
+                   found: Sequence[Any] | None = None) -> list[Kernel]:
     """One ``layout_reorder`` kernel per layout conversion onnxruntime inserts into ``graph`` at
     ``precision`` (fp32: :func:`onnxsplit.cost.layout.nchwc_reorders`; int8, the graph quantized:
     :func:`onnxsplit.cost.layout.nhwc_transposes`; ``kernels``: the graph's other kernels).
@@ -747,16 +758,16 @@ def layout_kernels(graph: Graph, kernels: Sequence[Kernel], precision: str = "fp
     Contract: such a kernel has no members (no graph node runs it); its ``head`` is the head of the
     kernel containing the node that pays for the reorder, which carries its time in a prediction
     (added to that kernel's own). Features: the reordered tensor's bytes in and out, a constant.
-    Constant-folded kernels do not run and reorder nothing.
+    Constant-folded kernels do not run and reorder nothing. ``found``: the simulation's
+    :class:`~onnxsplit.cost.layout.Reorder` list when the caller has it already.
     """
     from .layout import nchwc_reorders, nhwc_transposes
 
     head_of = {m: k.head for k in kernels for m in k.members}
-    folded = [m for k in kernels if k.family == "constant" for m in k.members]
-    if precision == "int8":
-        found, names = nhwc_transposes(graph, skip=folded), ("TransposeToNhwc", "TransposeToNchw")
-    else:
-        found, names = nchwc_reorders(graph, skip=folded), ("ReorderInput", "ReorderOutput")
+    if found is None:
+        simulate = nhwc_transposes if precision == "int8" else nchwc_reorders
+        found = simulate(graph, skip=_folded_members(kernels))
+    names = ("TransposeToNhwc", "TransposeToNchw") if precision == "int8" else ("ReorderInput", "ReorderOutput")
     out: list[Kernel] = []
     for r in found:
         head = head_of.get(r.node)
@@ -770,7 +781,8 @@ def layout_kernels(graph: Graph, kernels: Sequence[Kernel], precision: str = "fp
     return out
 
 
-def mark_merged_transposes(graph: Graph, kernels: Iterable[Kernel]) -> list[Kernel]:
+def mark_merged_transposes(graph: Graph, kernels: Iterable[Kernel],
+                           layout: dict[str, bool] | None = None) -> list[Kernel]:
     """``kernels`` of ``graph`` as an int8 model runs them on onnxruntime CPU (x86): a kernel that is a
     lone Transpose of the graph whose input onnxruntime keeps in NHWC
     (:func:`onnxsplit.cost.layout.nhwc_tensors`) becomes ``transpose_merged``.
@@ -779,14 +791,15 @@ def mark_merged_transposes(graph: Graph, kernels: Iterable[Kernel]) -> list[Kern
     becomes (0, 4, 3, 1, 2), which moves the innermost axis and runs element by element on uint8
     (ShuffleNet int8, onnxruntime's profiler: 1.16 ms for 351 KB at 56x56, against 25 us for the 4-D
     layout Transpose of a tensor of that size). A model without a ``transpose_merged`` law prices it
-    with its ``data_movement`` law (:data:`FAMILY_PARENT`), as before."""
+    with its ``data_movement`` law (:data:`FAMILY_PARENT`), as before. ``layout``: the
+    simulation's tensor layouts when the caller has them already."""
     import dataclasses
 
     from .layout import nhwc_tensors
 
     kernels = list(kernels)
-    folded = [m for k in kernels if k.family == "constant" for m in k.members]
-    layout = nhwc_tensors(graph, skip=folded)[0]
+    if layout is None:
+        layout = nhwc_tensors(graph, skip=_folded_members(kernels))[0]
     out: list[Kernel] = []
     for k in kernels:
         if k.family == "data_movement" and k.op_types == ("Transpose",):
