@@ -318,12 +318,11 @@ def nhwc_tensors(graph: Graph, skip: Iterable[str] = ()) -> tuple[dict[str, bool
     # the input of an NHWC convolution, or an explicit Transpose
     leads: dict[str, bool] = {}
     for n in reversed(nodes):
-        for i in n.inputs:
-            if not i or _is_const(graph, i, folded):
-                continue
-            if (_int8_nhwc_op(graph, n, folded) and i == n.inputs[0]) or op_of(n) == "Transpose" \
-                    or (movable(n) and any(leads.get(o) for o in n.outputs)):
-                leads[i] = True
+        data = data_of(n)
+        if op_of(n) == "Transpose" or (movable(n) and any(leads.get(o) for o in n.outputs)):
+            leads.update(dict.fromkeys(data, True))
+        elif _int8_nhwc_op(graph, n, folded) and n.inputs[0] in data:
+            leads[n.inputs[0]] = True
 
     for n in nodes:
         op = op_of(n)
