@@ -28,6 +28,11 @@ from typing import Any
 
 from ..errors import UsageError
 
+# the same as onnxsplit.cost.fit.ROBUST_MODES / DEFAULT_ROBUST_C (fit imports scipy; the parser is built
+# on every CLI start; tests/test_cost.py checks they agree)
+_ROBUST_MODES = ("none", "slow", "both")
+_ROBUST_C = 0.05
+
 __all__ = ["register", "cmd_profile", "cmd_cost_model_fit", "cmd_cost_model_show"]
 
 
@@ -223,6 +228,11 @@ def cmd_cost_model_fit(args: argparse.Namespace) -> int:
     if args.model_weight != 1.0:
         extra["model_weight"] = float(args.model_weight)
         prov["model_weight"] = float(args.model_weight)
+    if not args.robust_c > 0:
+        raise UsageError(f"--robust-c must be > 0, got {args.robust_c:g}")
+    if args.robust != "none":
+        extra["robust"] = args.robust
+        extra["robust_c"] = float(args.robust_c)
     model = fit_profile(rows, target=target.name, runtime=args.runtime, precision=precision,
                         holdout_fraction=args.holdout, seed=args.seed, stat=args.stat, provenance=prov,
                         version=args.version, **extra)
@@ -379,6 +389,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "same in total; recorded in the provenance when not 1)")
     f.add_argument("--models-only", action="store_true",
                    help="drop the kernel/overhead rows and fit from whole-model rows alone (recorded in the provenance)")
+    f.add_argument("--robust", choices=list(_ROBUST_MODES), default="none",
+                   help="robust refit (Huber IRLS on the log ratio measured/predicted): 'slow' damps rows measured "
+                        "much slower than the law (one-sided timing noise: interference only slows a run), "
+                        "'both' damps both directions; default none (recorded in the provenance)")
+    f.add_argument("--robust-c", type=float, default=_ROBUST_C, metavar="C",
+                   help=f"--robust threshold on |log(measured / predicted)| (default {_ROBUST_C:g}, about 5 %%)")
     f.add_argument("--source", help="provenance: where the data comes from")
     f.add_argument("--license", help="provenance: license of the data")
     f.add_argument("--citation", help="provenance: how to cite the data")

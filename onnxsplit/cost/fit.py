@@ -43,6 +43,7 @@ from .model import CostModel
 
 __all__ = [
     "FitError",
+    "ROBUST_MODES",
     "UNFITTED_FAMILIES",
     "Sample",
     "accuracy_metrics",
@@ -53,6 +54,7 @@ __all__ = [
     "fit_profile",
     "fit_samples",
     "predict_model_sample",
+    "robust_weights",
     "predict_sample",
     "sample_from_graph",
     "sample_from_kernel_row",
@@ -166,6 +168,37 @@ def _design(samples: Sequence[Sample], cols: list[tuple[str, str]]) -> np.ndarra
     return X
 
 
+#: ``robust`` modes of :func:`fit_samples`
+ROBUST_MODES = ("none", "slow", "both")
+#: default threshold of the robust reweighting: |log(measured / predicted)| up to this keeps full weight
+DEFAULT_ROBUST_C = 0.05
+ROBUST_ITERATIONS = 4
+
+
+def robust_weights(samples: Sequence[Sample], families: Mapping[str, Mapping[str, float]], overhead_ms: float,
+                   weights: Sequence[float] | None = None, *, mode: str = "slow",
+                   c: float = DEFAULT_ROBUST_C) -> np.ndarray:
+    """Row weights that damp the rows the current fit leaves far off (one step of a Huber IRLS).
+
+    ``e = log(measured / predicted)`` per row; a row keeps its weight while ``e <= c`` (mode
+    ``"slow"``: only rows measured *slower* than the law are damped) or ``|e| <= c`` (mode
+    ``"both"``), else its weight is multiplied by ``c / |e|`` (Huber's weight on a log scale).
+    ``"none"`` returns the weights unchanged.
+    """
+    if mode not in ROBUST_MODES:
+        raise FitError(f"unknown robust mode '{mode}'; use one of {', '.join(ROBUST_MODES)}")
+    w0 = np.ones(len(samples)) if weights is None else np.asarray(weights, dtype=float)
+    if mode == "none":
+        return w0
+    if not c > 0:
+        raise FitError(f"the robust threshold must be > 0, got {c:g}")
+    y = np.array([s.latency_ms for s in samples], dtype=float)
+    pred = np.array([predict_sample(families, overhead_ms, s) for s in samples], dtype=float)
+    e = np.log(y / np.maximum(pred, 1e-12))
+    a = np.maximum(e, 0.0) if mode == "slow" else np.abs(e)
+    return w0 * np.where(a > c, c / np.maximum(a, 1e-12), 1.0)
+
+
 def fit_samples(
     samples: Sequence[Sample],
     *,
@@ -173,12 +206,40 @@ def fit_samples(
     overhead_ms: float | None = None,
     weights: Sequence[float] | None = None,
     ridge: float = 1e-6,
+    robust: str = "none",
+    robust_c: float = DEFAULT_ROBUST_C,
 ) -> tuple[dict[str, dict[str, float]], float]:
     """Per-family coefficients and the per-inference overhead, fitted by weighted NNLS.
 
     ``overhead_ms`` fixes the overhead instead of fitting it. ``weights`` multiply each row's
     relative error. Returns ``(families, overhead_ms)``.
+
+    ``robust`` (default ``"none"``): ``"slow"`` refits :data:`ROBUST_ITERATIONS` times, each time
+    with the rows reweighted by :func:`robust_weights` from the previous fit, so that rows measured
+    much slower than the law (threshold ``robust_c`` on the log ratio) pull it up less. Meant for
+    timings with one-sided noise: on a shared or preemptible machine interference only ever makes
+    a run slower (on the 2-vCPU VM where host-x86 was profiled, two-thread latencies flip between
+    a fast state and one up to 1.8x slower for minutes at a time; docs/cost-model-accuracy.md).
+    ``"both"`` damps rows off in either direction.
     """
+    if robust not in ROBUST_MODES:
+        raise FitError(f"unknown robust mode '{robust}'; use one of {', '.join(ROBUST_MODES)}")
+    w = np.ones(len(samples)) if weights is None else np.asarray(weights, dtype=float)
+    fam, oh = _fit_once(samples, features=features, overhead_ms=overhead_ms, weights=w, ridge=ridge)
+    for _ in range(ROBUST_ITERATIONS if robust != "none" else 0):
+        rw = robust_weights(samples, fam, oh, w, mode=robust, c=robust_c)
+        fam, oh = _fit_once(samples, features=features, overhead_ms=overhead_ms, weights=rw, ridge=ridge)
+    return fam, oh
+
+
+def _fit_once(
+    samples: Sequence[Sample],
+    *,
+    features: Sequence[str],
+    overhead_ms: float | None,
+    weights: Sequence[float] | None,
+    ridge: float,
+) -> tuple[dict[str, dict[str, float]], float]:
     if not samples:
         raise FitError("no measurements to fit")
     features = tuple(features)
@@ -482,6 +543,8 @@ def fit_from_whole_models(
     config_min_count: int = 5,
     model_weight: float = 1.0,
     memory_floor: Mapping[str, Any] | None = None,
+    robust: str = "none",
+    robust_c: float = DEFAULT_ROBUST_C,
 ) -> CostModel:
     """Fit from whole-model latencies: each latency = sum of its kernels' times + overhead.
 
@@ -498,6 +561,8 @@ def fit_from_whole_models(
     With ``kernel_configs``, kernel configurations seen in at least ``config_min_count`` training
     measurements also get their own cost (:func:`fit_kernel_configs`). ``memory_floor`` (see
     :meth:`CostModel.memory_floor_ms`) is stored in the model and applies to its predictions.
+    ``robust``/``robust_c``: see :func:`fit_samples`; the kernel-configuration fit then uses the
+    reweighted rows too (recorded in the provenance).
     """
     if len(graphs) != len(latencies_ms):
         raise FitError(f"{len(graphs)} graphs but {len(latencies_ms)} latencies")
@@ -519,11 +584,13 @@ def fit_from_whole_models(
         weights += [model_weight * math.sqrt(len(extra) / len(train))] * len(train)
     else:
         weights += [1.0] * len(train)
-    families, oh = fit_samples(extra + train, weights=weights, overhead_ms=overhead_ms)
+    families, oh = fit_samples(extra + train, weights=weights, overhead_ms=overhead_ms, robust=robust, robust_c=robust_c)
+    # the kernel-configuration fit weighs the rows as the (robust) law fit ended: weights from its result
+    rweights = robust_weights(extra + train, families, oh, weights, mode=robust, c=robust_c)
     configs: dict[str, dict[str, Any]] = {}
     cinfo: dict[str, Any] = {}
     if kernel_configs:
-        configs, oh, cinfo = fit_kernel_configs(extra + train, families, oh, weights=weights,
+        configs, oh, cinfo = fit_kernel_configs(extra + train, families, oh, weights=rweights,
                                                 min_count=config_min_count, seed=seed)
     fitted = _build(families, oh, target=target, runtime=runtime, precision=precision, version=version,
                     provenance={}, n=max(1, len(train) + len(extra)), accuracy={"holdout": {"n": 0, "mape_pct": None,
@@ -558,10 +625,11 @@ def fit_from_whole_models(
             rest = [models[i] for i in covered if i not in in_fold]
             w = [1.0] * len(extra) + ([model_weight * math.sqrt(len(extra) / len(rest))] * len(rest) if extra and rest
                                       else [1.0] * len(rest))
-            fam_f, oh_f = fit_samples(extra + rest, weights=w, overhead_ms=overhead_ms)
+            fam_f, oh_f = fit_samples(extra + rest, weights=w, overhead_ms=overhead_ms, robust=robust, robust_c=robust_c)
+            rw_f = robust_weights(extra + rest, fam_f, oh_f, w, mode=robust, c=robust_c)
             cfg_f: dict[str, dict[str, Any]] = {}
             if kernel_configs:
-                cfg_f, oh_f, _ = fit_kernel_configs(extra + rest, fam_f, oh_f, weights=w, min_count=config_min_count,
+                cfg_f, oh_f, _ = fit_kernel_configs(extra + rest, fam_f, oh_f, weights=rw_f, min_count=config_min_count,
                                                     seed=seed)
             m_f = _tmp_model(fam_f, oh_f, cfg_f)
             m_f.memory_floor = dict(memory_floor) if memory_floor else None
@@ -580,6 +648,12 @@ def fit_from_whole_models(
             **dict(provenance or {})}
     if kernel_configs:
         prov["kernel_configs_fit"] = cinfo
+    if robust != "none":
+        n_damped = int(np.sum(rweights < np.asarray(weights) * (1 - 1e-9)))
+        prov["robust_fit"] = {"mode": robust, "c": float(robust_c), "iterations": ROBUST_ITERATIONS,
+                              "rows_damped": n_damped, "rows": len(rweights),
+                              "rule": "Huber IRLS on log(measured / predicted): weight * c / |e| where e > c"
+                                      + (" (rows measured slower than the law only)" if robust == "slow" else "")}
     return _build(families, oh, target=target, runtime=runtime, precision=precision, version=version,
                   provenance=prov, n=len(train) + len(extra), accuracy=accuracy, kernel_configs=configs,
                   memory_floor=memory_floor)
@@ -723,8 +797,12 @@ def fit_profile(
     else:
         train_idx, hold_idx = split_holdout(len(kernel_samples), holdout_fraction, seed)
         train = [kernel_samples[i] for i in train_idx]
-        families, oh = fit_samples(train)
+        robust = whole_model_options.get("robust", "none")
+        families, oh = fit_samples(train, robust=robust, robust_c=whole_model_options.get("robust_c", DEFAULT_ROBUST_C))
         acc = evaluate(_tmp_model(families, oh), [kernel_samples[i] for i in hold_idx])
+        if robust != "none":
+            prov["robust_fit"] = {"mode": robust, "c": float(whole_model_options.get("robust_c", DEFAULT_ROBUST_C)),
+                                  "iterations": ROBUST_ITERATIONS}
         model = _build(families, oh, target=target, runtime=runtime, precision=precision, version=version,
                        provenance={"fitted_from": "per-kernel latencies", **prov}, n=len(kernel_samples),
                        accuracy={"holdout": {**_strip(acc), "level": "kernel"}})
