@@ -761,6 +761,10 @@ def test_fit_cli_model_weight_and_models_only_change_what_is_fitted(tmp_path: Pa
     with pytest.raises(OnnxSplitError, match="--robust-c must be > 0"):
         fit("--robust", "slow", "--robust-c", "0")
     kernels_only = write_profile_csv([r for r in rows if r["kind"] == "kernel"], tmp_path / "k.csv")
+    out = tmp_path / "kr.json"  # kernel rows alone (no whole models): the robust fit applies there too
+    assert _cli(["cost-model", "fit", str(kernels_only), "--target", "host-x86", "-o", str(out), "--holdout", "0",
+                 "--robust", "slow"]) == 0
+    assert CostModel.load(out).provenance["robust_fit"]["rows"] == 6
     with pytest.raises(OnnxSplitError, match="--models-only: the data has no whole-model rows"):
         _cli(["cost-model", "fit", str(kernels_only), "--target", "host-x86", "-o", str(tmp_path / "x.json"),
               "--models-only"])

@@ -199,6 +199,14 @@ def robust_weights(samples: Sequence[Sample], families: Mapping[str, Mapping[str
     return w0 * np.where(a > c, c / np.maximum(a, 1e-12), 1.0)
 
 
+def _robust_provenance(mode: str, c: float, weights: Sequence[float], final: np.ndarray) -> dict[str, Any]:
+    """What a robust fit did, for the artifact's provenance (``final``: the weights after the fit)."""
+    return {"mode": mode, "c": float(c), "iterations": ROBUST_ITERATIONS,
+            "rows_damped": int(np.sum(final < np.asarray(weights, dtype=float) * (1 - 1e-9))), "rows": len(final),
+            "rule": "Huber IRLS on log(measured / predicted): weight * c / |e| where e > c"
+                    + (" (rows measured slower than the law only)" if mode == "slow" else "")}
+
+
 def fit_samples(
     samples: Sequence[Sample],
     *,
@@ -222,8 +230,6 @@ def fit_samples(
     a fast state and one up to 1.8x slower for minutes at a time; docs/cost-model-accuracy.md).
     ``"both"`` damps rows off in either direction.
     """
-    if robust not in ROBUST_MODES:
-        raise FitError(f"unknown robust mode '{robust}'; use one of {', '.join(ROBUST_MODES)}")
     w = np.ones(len(samples)) if weights is None else np.asarray(weights, dtype=float)
     fam, oh = _fit_once(samples, features=features, overhead_ms=overhead_ms, weights=w, ridge=ridge)
     for _ in range(ROBUST_ITERATIONS if robust != "none" else 0):
@@ -649,11 +655,7 @@ def fit_from_whole_models(
     if kernel_configs:
         prov["kernel_configs_fit"] = cinfo
     if robust != "none":
-        n_damped = int(np.sum(rweights < np.asarray(weights) * (1 - 1e-9)))
-        prov["robust_fit"] = {"mode": robust, "c": float(robust_c), "iterations": ROBUST_ITERATIONS,
-                              "rows_damped": n_damped, "rows": len(rweights),
-                              "rule": "Huber IRLS on log(measured / predicted): weight * c / |e| where e > c"
-                                      + (" (rows measured slower than the law only)" if robust == "slow" else "")}
+        prov["robust_fit"] = _robust_provenance(robust, robust_c, weights, rweights)
     return _build(families, oh, target=target, runtime=runtime, precision=precision, version=version,
                   provenance=prov, n=len(train) + len(extra), accuracy=accuracy, kernel_configs=configs,
                   memory_floor=memory_floor)
@@ -798,11 +800,12 @@ def fit_profile(
         train_idx, hold_idx = split_holdout(len(kernel_samples), holdout_fraction, seed)
         train = [kernel_samples[i] for i in train_idx]
         robust = whole_model_options.get("robust", "none")
-        families, oh = fit_samples(train, robust=robust, robust_c=whole_model_options.get("robust_c", DEFAULT_ROBUST_C))
+        robust_c = whole_model_options.get("robust_c", DEFAULT_ROBUST_C)
+        families, oh = fit_samples(train, robust=robust, robust_c=robust_c)
         acc = evaluate(_tmp_model(families, oh), [kernel_samples[i] for i in hold_idx])
         if robust != "none":
-            prov["robust_fit"] = {"mode": robust, "c": float(whole_model_options.get("robust_c", DEFAULT_ROBUST_C)),
-                                  "iterations": ROBUST_ITERATIONS}
+            prov["robust_fit"] = _robust_provenance(robust, robust_c, np.ones(len(train)),
+                                                    robust_weights(train, families, oh, mode=robust, c=robust_c))
         model = _build(families, oh, target=target, runtime=runtime, precision=precision, version=version,
                        provenance={"fitted_from": "per-kernel latencies", **prov}, n=len(kernel_samples),
                        accuracy={"holdout": {**_strip(acc), "level": "kernel"}})
