@@ -706,6 +706,7 @@ def fit_one(device: str, target: str, runtime: str, precision: str, what: str,
         config_min_count=getattr(args, "config_min_count", 5),
         cv_folds=getattr(args, "cv_folds", 0),
         version=getattr(args, "version", "2"),
+        robust=getattr(args, "robust", "none"),
     )
     t_fit = time.perf_counter() - t0
     hold_samples = {i: F.sample_from_graph(graphs[i], chosen[i].latency_ms, name=chosen[i].model_id, rules=rules)
@@ -959,6 +960,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="family laws only (no per-kernel-configuration costs)")
     f.add_argument("--config-min-count", type=int, default=5,
                    help="a kernel configuration gets its own cost when it occurs in at least N training models")
+    f.add_argument("--robust", choices=["none", "slow", "both"], default="none",
+                   help="robust refit damping rows the law misses by more than 5 %% (onnxsplit cost-model fit --robust)")
     f.add_argument("--cv-folds", type=int, default=0,
                    help="k-fold cross-validation inside the train split, stored as accuracy.cross_validation (0: off)")
     f.add_argument("--version", default="2", help="artifact version string (default 2: family laws + kernel configs)")
