@@ -238,6 +238,14 @@ def fit_samples(
     return fam, oh
 
 
+def _fit_with_weights(samples: Sequence[Sample], weights: Sequence[float], overhead_ms: float | None, robust: str,
+                      robust_c: float) -> tuple[dict[str, dict[str, float]], float, np.ndarray]:
+    """:func:`fit_samples`, plus the row weights its result implies (``weights`` unchanged without
+    ``robust``): what the kernel-configuration fit and the provenance use."""
+    fam, oh = fit_samples(samples, weights=weights, overhead_ms=overhead_ms, robust=robust, robust_c=robust_c)
+    return fam, oh, robust_weights(samples, fam, oh, weights, mode=robust, c=robust_c)
+
+
 def _fit_once(
     samples: Sequence[Sample],
     *,
@@ -590,9 +598,8 @@ def fit_from_whole_models(
         weights += [model_weight * math.sqrt(len(extra) / len(train))] * len(train)
     else:
         weights += [1.0] * len(train)
-    families, oh = fit_samples(extra + train, weights=weights, overhead_ms=overhead_ms, robust=robust, robust_c=robust_c)
     # the kernel-configuration fit weighs the rows as the (robust) law fit ended: weights from its result
-    rweights = robust_weights(extra + train, families, oh, weights, mode=robust, c=robust_c)
+    families, oh, rweights = _fit_with_weights(extra + train, weights, overhead_ms, robust, robust_c)
     configs: dict[str, dict[str, Any]] = {}
     cinfo: dict[str, Any] = {}
     if kernel_configs:
@@ -631,8 +638,7 @@ def fit_from_whole_models(
             rest = [models[i] for i in covered if i not in in_fold]
             w = [1.0] * len(extra) + ([model_weight * math.sqrt(len(extra) / len(rest))] * len(rest) if extra and rest
                                       else [1.0] * len(rest))
-            fam_f, oh_f = fit_samples(extra + rest, weights=w, overhead_ms=overhead_ms, robust=robust, robust_c=robust_c)
-            rw_f = robust_weights(extra + rest, fam_f, oh_f, w, mode=robust, c=robust_c)
+            fam_f, oh_f, rw_f = _fit_with_weights(extra + rest, w, overhead_ms, robust, robust_c)
             cfg_f: dict[str, dict[str, Any]] = {}
             if kernel_configs:
                 cfg_f, oh_f, _ = fit_kernel_configs(extra + rest, fam_f, oh_f, weights=rw_f, min_count=config_min_count,
@@ -801,11 +807,11 @@ def fit_profile(
         train = [kernel_samples[i] for i in train_idx]
         robust = whole_model_options.get("robust", "none")
         robust_c = whole_model_options.get("robust_c", DEFAULT_ROBUST_C)
-        families, oh = fit_samples(train, robust=robust, robust_c=robust_c)
+        ones = np.ones(len(train))
+        families, oh, final = _fit_with_weights(train, ones, None, robust, robust_c)
         acc = evaluate(_tmp_model(families, oh), [kernel_samples[i] for i in hold_idx])
         if robust != "none":
-            prov["robust_fit"] = _robust_provenance(robust, robust_c, np.ones(len(train)),
-                                                    robust_weights(train, families, oh, mode=robust, c=robust_c))
+            prov["robust_fit"] = _robust_provenance(robust, robust_c, ones, final)
         model = _build(families, oh, target=target, runtime=runtime, precision=precision, version=version,
                        provenance={"fitted_from": "per-kernel latencies", **prov}, n=len(kernel_samples),
                        accuracy={"holdout": {**_strip(acc), "level": "kernel"}})
