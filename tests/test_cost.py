@@ -724,7 +724,8 @@ def test_profile_and_fit_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
 
 def test_fit_cli_model_weight_and_models_only_change_what_is_fitted(tmp_path: Path) -> None:
     """``--models-only`` drops the kernel rows, ``--model-weight W`` reweighs the two kinds of rows,
-    ``--robust`` refits with damped outliers; each is recorded in the provenance and change the fitted laws; bad values are refused."""
+    ``--robust`` refits with damped outliers; each is recorded in the provenance and change the fitted laws;
+    ``--memory-floor-cache-mb`` [``--memory-floor-gbps``] stores a DRAM floor; bad values are refused."""
     from onnxsplit.profile import write_profile_csv
 
     base = {"target": "host-x86", "runtime": "ort-cpu", "precision": "fp32"}
@@ -760,6 +761,16 @@ def test_fit_cli_model_weight_and_models_only_change_what_is_fitted(tmp_path: Pa
     assert robust.provenance["robust_fit"]["rows"] == 6 + 8 and "robust_fit" not in default.provenance
     with pytest.raises(OnnxSplitError, match="--robust-c must be > 0"):
         fit("--robust", "slow", "--robust-c", "0")
+    floor = fit("--memory-floor-cache-mb", "32")  # bandwidth of the target file (host-x86.toml)
+    assert floor.memory_floor["dram_gbps"] == load_target("host-x86").mem_bandwidth_gbps
+    measured = fit("--memory-floor-cache-mb", "32", "--memory-floor-gbps", "38.8")
+    assert measured.memory_floor["dram_gbps"] == 38.8 and measured.memory_floor["cache_mb"] == 32.0
+    assert "--memory-floor-gbps 38.8" in measured.memory_floor["source"] and default.memory_floor is None
+    assert measured.families == floor.families  # the floor bounds predictions; it does not change the laws
+    with pytest.raises(OnnxSplitError, match="--memory-floor-gbps needs --memory-floor-cache-mb"):
+        fit("--memory-floor-gbps", "38.8")
+    with pytest.raises(OnnxSplitError, match="--memory-floor-gbps must be > 0"):
+        fit("--memory-floor-cache-mb", "32", "--memory-floor-gbps", "0")
     kernels_only = write_profile_csv([r for r in rows if r["kind"] == "kernel"], tmp_path / "k.csv")
     out = tmp_path / "kr.json"  # kernel rows alone (no whole models): the robust fit applies there too
     assert _cli(["cost-model", "fit", str(kernels_only), "--target", "host-x86", "-o", str(out), "--holdout", "0",

@@ -213,15 +213,23 @@ def cmd_cost_model_fit(args: argparse.Namespace) -> int:
         if args.runtime is None and not args.data:
             args.runtime = "tvm"
     extra: dict[str, Any] = {}
+    if args.memory_floor_gbps is not None and args.memory_floor_cache_mb is None:
+        raise UsageError("--memory-floor-gbps needs --memory-floor-cache-mb (the cache size above which the floor applies)")
     if args.memory_floor_cache_mb is not None:
         if args.memory_floor_cache_mb <= 0:
             raise UsageError(f"--memory-floor-cache-mb must be > 0, got {args.memory_floor_cache_mb}")
+        if args.memory_floor_gbps is not None and not args.memory_floor_gbps > 0:
+            raise UsageError(f"--memory-floor-gbps must be > 0, got {args.memory_floor_gbps:g}")
+        gbps_source = (f"--memory-floor-gbps {args.memory_floor_gbps:g} (measured streaming bandwidth, e.g. "
+                       "tools/bench_dram.py)" if args.memory_floor_gbps is not None
+                       else f"mem_bandwidth_gbps of the target file ({target.name})")
         extra["memory_floor"] = {
-            "dram_gbps": float(target.mem_bandwidth_gbps),
+            "dram_gbps": float(args.memory_floor_gbps if args.memory_floor_gbps is not None
+                               else target.mem_bandwidth_gbps),
             "cache_mb": float(args.memory_floor_cache_mb),
             "bytes_scale": 0.25 if precision == "int8" else 0.5 if precision == "fp16" else 1.0,
-            "source": f"dram_gbps: mem_bandwidth_gbps of the target file ({target.name}); cache_mb: "
-                      f"--memory-floor-cache-mb {args.memory_floor_cache_mb:g} (last-level cache of the measured machine)",
+            "source": f"dram_gbps: {gbps_source}; cache_mb: --memory-floor-cache-mb {args.memory_floor_cache_mb:g} "
+                      "(last-level cache of the measured machine)",
         }
     if not args.model_weight > 0:
         raise UsageError(f"--model-weight must be > 0, got {args.model_weight:g}")
@@ -383,7 +391,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f.add_argument("--version", default="1", help="artifact version string (default 1)")
     f.add_argument("--memory-floor-cache-mb", type=float, default=None, metavar="MB",
                    help="store a DRAM floor: kernels whose bytes exceed this last-level cache size are predicted at "
-                        "least bytes / the target's mem_bandwidth_gbps")
+                        "least bytes / the target's mem_bandwidth_gbps (or --memory-floor-gbps)")
+    f.add_argument("--memory-floor-gbps", type=float, default=None, metavar="G",
+                   help="with --memory-floor-cache-mb: the floor's bandwidth in GB/s instead of the target file's "
+                        "mem_bandwidth_gbps, e.g. what tools/bench_dram.py measured with the profile's thread count")
     f.add_argument("--model-weight", type=float, default=1.0, metavar="W",
                    help="weight of the whole-model rows against the kernel rows (default 1: both kinds weigh the "
                         "same in total; recorded in the provenance when not 1)")
