@@ -161,14 +161,14 @@ def test_check_layout_sim_prints_a_row_per_precision_and_set():
 
 
 def test_bench_dram_small_run_prints_a_row_per_case_and_the_fit_flags():
-    """Weights of 2 x a (pretended) 1 MB cache, 1 thread: one table row, bandwidth = MB / ms, and the
-    `cost-model fit` flags built from that row; bad arguments exit 2."""
+    """Weights of 2 and 1 x a (pretended) 1 MB cache, 1 thread: one table row each, bandwidth = MB / ms,
+    and the `cost-model fit` flags built from the larger weight's row; bad arguments exit 2."""
     tool = str(ROOT / "tools" / "bench_dram.py")
-    r = subprocess.run([sys.executable, tool, "--llc-mb", "1", "--llc-multiples", "2", "--threads", "1", "--rounds", "1",
-                        "--reps", "3"], capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, tool, "--llc-mb", "1", "--llc-multiples", "2,1", "--threads", "1", "--rounds",
+                        "1", "--reps", "3"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     rows = [ln.split("|")[1:-1] for ln in r.stdout.splitlines() if re.match(r"\| \d", ln)]
-    assert len(rows) == 1
+    assert len(rows) == 2 and float(rows[1][1]) < float(rows[0][1])
     threads, mb, mult, ms, gbps = (float(x) for x in rows[0])
     # the table rounds MB to 0.1 and ms to 0.0001: their quotient matches the GB/s column to a few percent
     assert threads == 1 and 1.5 < mb < 2.5 and ms > 0 and abs(gbps - mb / ms) <= 0.06 * gbps + 0.1
