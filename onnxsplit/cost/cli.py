@@ -218,14 +218,15 @@ def cmd_cost_model_fit(args: argparse.Namespace) -> int:
     if args.memory_floor_cache_mb is not None:
         if args.memory_floor_cache_mb <= 0:
             raise UsageError(f"--memory-floor-cache-mb must be > 0, got {args.memory_floor_cache_mb}")
-        if args.memory_floor_gbps is not None and not args.memory_floor_gbps > 0:
-            raise UsageError(f"--memory-floor-gbps must be > 0, got {args.memory_floor_gbps:g}")
-        gbps_source = (f"--memory-floor-gbps {args.memory_floor_gbps:g} (measured streaming bandwidth, e.g. "
-                       "tools/bench_dram.py)" if args.memory_floor_gbps is not None
-                       else f"mem_bandwidth_gbps of the target file ({target.name})")
+        gbps = args.memory_floor_gbps
+        if gbps is None:
+            gbps, gbps_source = target.mem_bandwidth_gbps, f"mem_bandwidth_gbps of the target file ({target.name})"
+        elif not gbps > 0:
+            raise UsageError(f"--memory-floor-gbps must be > 0, got {gbps:g}")
+        else:
+            gbps_source = f"--memory-floor-gbps {gbps:g} (measured streaming bandwidth, e.g. tools/bench_dram.py)"
         extra["memory_floor"] = {
-            "dram_gbps": float(args.memory_floor_gbps if args.memory_floor_gbps is not None
-                               else target.mem_bandwidth_gbps),
+            "dram_gbps": float(gbps),
             "cache_mb": float(args.memory_floor_cache_mb),
             "bytes_scale": 0.25 if precision == "int8" else 0.5 if precision == "fp16" else 1.0,
             "source": f"dram_gbps: {gbps_source}; cache_mb: --memory-floor-cache-mb {args.memory_floor_cache_mb:g} "
