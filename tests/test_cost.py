@@ -545,6 +545,51 @@ def test_memory_floor_raises_dram_bound_kernels_only(tmp_path: Path) -> None:
         CostModel.load(p)
 
 
+def test_serial_law_prices_small_kernels_only(tmp_path: Path, resnet: onnxsplit.Graph) -> None:
+    """With ``serial_kernels``, a kernel that the serial law prices below ``below_ms`` takes that
+    price (even over a kernel configuration's own cost), any other kernel the main law; families
+    the serial law lacks keep the main law; the block round-trips, drives predict and is validated."""
+    m = _tiny_model()
+    m.families["pool"] = dict.fromkeys(FEATURES, 1e-4)
+    ks = [k for k in group_kernels(resnet) if k.family != "constant" and m.predict_kernel(k) is not None]
+    assert {k.family for k in ks} >= {"conv", "pool"}
+    main = {k.head: m.predict_kernel(k) for k in ks}
+    serial_fams = {fam: {f: 3 * c for f, c in coefs.items()} for fam, coefs in m.families.items() if fam != "pool"}
+    serial = {k.head: 3 * m.predict_features(k.family, k.features) for k in ks}
+    below = sorted(serial[k.head] for k in ks if k.family != "pool")
+    cut_ms = (below[len(below) // 2 - 1] + below[len(below) // 2]) / 2  # half of the non-pool kernels fall below
+    m.serial_kernels = {"below_ms": cut_ms, "threads": 1, "families": serial_fams, "source": "test"}
+    n_serial = 0
+    for k in ks:
+        got = m.predict_kernel(k)
+        if k.family != "pool" and serial[k.head] < cut_ms:
+            assert got == pytest.approx(serial[k.head]) and got > main[k.head]
+            n_serial += 1
+        else:
+            assert got == pytest.approx(main[k.head])
+    assert 0 < n_serial < len(ks)
+    small = next(k for k in ks if k.family != "pool" and serial[k.head] < cut_ms)
+    m.kernel_configs = {small.signature: {"family": small.family, "ms": 9.0, "law_ms": main[small.head], "n_train": 5}}
+    assert m.predict_kernel(small) == pytest.approx(serial[small.head])  # the serial rule comes first
+    m.kernel_configs = {}
+    back = CostModel.load(m.save(tmp_path / "s.json"))
+    assert back.serial_kernels == m.serial_kernels and back.to_json() == m.to_json()
+    table = predict(resnet, "host-x86", cost_model=back)
+    assert table.latency_ms[small.head] == pytest.approx(serial[small.head])
+    assert sum(table.latency_ms[k.head] for k in ks) == pytest.approx(sum(back.predict_kernel(k) for k in ks))
+    for edit, pattern in ((lambda d: d["serial_kernels"].update(below_ms=0), r"serial_kernels.below_ms: must be a finite"),
+                          (lambda d: d["serial_kernels"].update(threads=0), r"serial_kernels.threads: expected a positive"),
+                          (lambda d: d["serial_kernels"]["families"].update(warp=d["families"]["conv"]),
+                           r"serial_kernels.families.warp: unknown op family"),
+                          (lambda d: d["serial_kernels"].pop("source"), r"serial_kernels: expected null or an object")):
+        doc = back.to_json()
+        edit(doc)
+        p = tmp_path / "bad.json"
+        p.write_text(json.dumps(doc))
+        with pytest.raises(CostModelError, match=pattern):
+            CostModel.load(p)
+
+
 def test_artifact_not_json(tmp_path: Path) -> None:
     p = tmp_path / "x.json"
     p.write_text("{not json")
@@ -725,7 +770,8 @@ def test_profile_and_fit_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
 def test_fit_cli_model_weight_and_models_only_change_what_is_fitted(tmp_path: Path) -> None:
     """``--models-only`` drops the kernel rows, ``--model-weight W`` reweighs the two kinds of rows,
     ``--robust`` refits with damped outliers; each is recorded in the provenance and change the fitted laws;
-    ``--memory-floor-cache-mb`` [``--memory-floor-gbps``] stores a DRAM floor; bad values are refused."""
+    ``--memory-floor-cache-mb`` [``--memory-floor-gbps``] stores a DRAM floor, ``--serial-data``
+    [``--serial-below-us``] a serial law fitted on one-thread rows; bad values are refused."""
     from onnxsplit.profile import write_profile_csv
 
     base = {"target": "host-x86", "runtime": "ort-cpu", "precision": "fp32"}
@@ -771,11 +817,31 @@ def test_fit_cli_model_weight_and_models_only_change_what_is_fitted(tmp_path: Pa
         fit("--memory-floor-gbps", "38.8")
     with pytest.raises(OnnxSplitError, match="--memory-floor-gbps must be > 0"):
         fit("--memory-floor-cache-mb", "32", "--memory-floor-gbps", "0")
+    # --serial-data: a law fitted on one-thread rows (here 3x the conv law of the kernel rows), stored
+    # with its threshold; the main laws are fitted as without it
+    one_thread = write_profile_csv([{**r, "threads": 1, "median_ms": 3 * (0.01 * r["mflops"]) + 0.002}
+                                    for r in rows if r["kind"] == "kernel"], tmp_path / "t1.csv")
+    ser = fit("--serial-data", str(one_thread))
+    assert ser.serial_kernels["below_ms"] == 0.005 and ser.serial_kernels["threads"] == 1
+    assert ser.serial_kernels["families"]["conv"]["mflops"] == pytest.approx(0.03, rel=0.02)
+    assert "t1.csv: 6 rows" in ser.serial_kernels["source"] and ser.families == default.families
+    assert fit("--serial-data", str(one_thread), "--serial-below-us", "2").serial_kernels["below_ms"] == 0.002
+    two_threads = write_profile_csv([{**r, "threads": 2} for r in rows if r["kind"] == "kernel"], tmp_path / "t2.csv")
+    with pytest.raises(OnnxSplitError, match=r"--serial-data .*t2.csv: row .* threads=2; the serial law needs one-thread"):
+        fit("--serial-data", str(two_threads))
+    with pytest.raises(OnnxSplitError, match="--serial-below-us needs --serial-data"):
+        fit("--serial-below-us", "5")
+    with pytest.raises(OnnxSplitError, match="--serial-below-us must be > 0"):
+        fit("--serial-data", str(one_thread), "--serial-below-us", "0")
     kernels_only = write_profile_csv([r for r in rows if r["kind"] == "kernel"], tmp_path / "k.csv")
     out = tmp_path / "kr.json"  # kernel rows alone (no whole models): the robust fit applies there too
     assert _cli(["cost-model", "fit", str(kernels_only), "--target", "host-x86", "-o", str(out), "--holdout", "0",
                  "--robust", "slow"]) == 0
     assert CostModel.load(out).provenance["robust_fit"]["rows"] == 6
+    assert _cli(["cost-model", "fit", str(kernels_only), "--target", "host-x86", "-o", str(out), "--holdout", "0",
+                 "--force", "--memory-floor-cache-mb", "32", "--serial-data", str(one_thread)]) == 0
+    kr = CostModel.load(out)  # kernel rows alone keep the floor and the serial law as well
+    assert kr.memory_floor["cache_mb"] == 32.0 and kr.serial_kernels["below_ms"] == 0.005
     with pytest.raises(OnnxSplitError, match="--models-only: the data has no whole-model rows"):
         _cli(["cost-model", "fit", str(kernels_only), "--target", "host-x86", "-o", str(tmp_path / "x.json"),
               "--models-only"])

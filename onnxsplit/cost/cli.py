@@ -175,6 +175,47 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------ cost-model fit
+#: default --serial-below-us: on host-x86 (2 vCPUs) one-kernel graphs whose one-thread time was under
+#: ~5 us ran no faster with two threads (median two/one-thread ratio 1.05-1.09), 5-10 us 0.95,
+#: 10-20 us 0.71 (docs/cost-model-accuracy.md, fifteenth session)
+_SERIAL_BELOW_US = 5.0
+
+
+def _fit_serial(args: argparse.Namespace, target: str, precision: str) -> dict[str, Any]:
+    """The ``serial_kernels`` block of ``cost-model fit --serial-data``: a law fitted on one-thread rows."""
+    from ..profile import read_profile_csv
+    from .fit import fit_profile
+
+    below_us = _SERIAL_BELOW_US if args.serial_below_us is None else args.serial_below_us
+    if not below_us > 0:
+        raise UsageError(f"--serial-below-us must be > 0, got {below_us:g}")
+    rows = []
+    for path in args.serial_data:
+        for r in read_profile_csv(path):
+            if r.get("target") != target or r.get("precision") != precision:
+                continue
+            if str(r.get("threads", "")) != "1":
+                raise UsageError(f"--serial-data {path}: row {r.get('_line', '?')} ({r.get('name')}) was timed with "
+                                 f"threads={r.get('threads') or '?'}; the serial law needs one-thread timings "
+                                 "(onnxsplit profile --threads 1)")
+            rows.append(r)
+    if not rows:
+        raise UsageError(f"--serial-data: no rows for target '{target}', precision '{precision}' in "
+                         + ", ".join(args.serial_data))
+    opts: dict[str, Any] = {}
+    if args.robust != "none":
+        opts.update(robust=args.robust, robust_c=float(args.robust_c))
+    serial = fit_profile(rows, target=target, runtime=args.runtime, precision=precision, holdout_fraction=args.holdout,
+                         seed=args.seed, stat=args.stat, provenance={}, version=args.version, **opts)
+    hold = serial.accuracy.get("holdout", {})
+    files = ", ".join(Path(p).name for p in args.serial_data)
+    return {"below_ms": below_us / 1000.0, "threads": 1, "families": serial.families,
+            "source": f"fitted on one-thread measurements ({files}: {len(rows)} rows"
+                      + (f", --robust {args.robust}" if args.robust != "none" else "")
+                      + f"; its holdout MAPE {hold.get('mape_pct')} % on {hold.get('n')} {hold.get('level', '')} samples); "
+                      f"--serial-below-us {below_us:g}"}
+
+
 def cmd_cost_model_fit(args: argparse.Namespace) -> int:
     from ..targets import load_target
     from .fit import fit_profile
@@ -232,6 +273,10 @@ def cmd_cost_model_fit(args: argparse.Namespace) -> int:
             "source": f"dram_gbps: {gbps_source}; cache_mb: --memory-floor-cache-mb {args.memory_floor_cache_mb:g} "
                       "(last-level cache of the measured machine)",
         }
+    if args.serial_below_us is not None and not args.serial_data:
+        raise UsageError("--serial-below-us needs --serial-data (one-thread measurements to fit the serial law from)")
+    if args.serial_data:
+        extra["serial_kernels"] = _fit_serial(args, target.name, precision)
     if not args.model_weight > 0:
         raise UsageError(f"--model-weight must be > 0, got {args.model_weight:g}")
     if args.model_weight != 1.0:
@@ -396,6 +441,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f.add_argument("--memory-floor-gbps", type=float, default=None, metavar="G",
                    help="with --memory-floor-cache-mb: the floor's bandwidth in GB/s instead of the target file's "
                         "mem_bandwidth_gbps, e.g. what tools/bench_dram.py measured with the profile's thread count")
+    f.add_argument("--serial-data", nargs="+", default=None, metavar="CSV",
+                   help="profile CSV(s) timed with ONE intra-op thread (`onnxsplit profile --threads 1`, e.g. --redo of "
+                        "the main data): fits a serial law, stored in the model; kernels it prices below "
+                        "--serial-below-us take it instead of the main law (the runtime does not split small kernels "
+                        "over threads)")
+    f.add_argument("--serial-below-us", type=float, default=None, metavar="US",
+                   help=f"with --serial-data: the threshold in microseconds (default {_SERIAL_BELOW_US:g}: below it "
+                        "one-kernel graphs ran no faster with two threads than with one on host-x86)")
     f.add_argument("--model-weight", type=float, default=1.0, metavar="W",
                    help="weight of the whole-model rows against the kernel rows (default 1: both kinds weigh the "
                         "same in total; recorded in the provenance when not 1)")

@@ -479,10 +479,11 @@ def _provenance(provenance: Mapping[str, Any] | None, n_samples: int) -> dict[st
 
 
 def _build(families, overhead, *, target, runtime, precision, version, provenance, n, accuracy,
-           kernel_configs=None, memory_floor=None) -> CostModel:
+           kernel_configs=None, memory_floor=None, serial_kernels=None) -> CostModel:
     model = CostModel(
         kernel_configs=dict(kernel_configs or {}),
         memory_floor=dict(memory_floor) if memory_floor else None,
+        serial_kernels=dict(serial_kernels) if serial_kernels else None,
         target=target,
         runtime=runtime,
         precision=precision,
@@ -559,6 +560,7 @@ def fit_from_whole_models(
     memory_floor: Mapping[str, Any] | None = None,
     robust: str = "none",
     robust_c: float = DEFAULT_ROBUST_C,
+    serial_kernels: Mapping[str, Any] | None = None,
 ) -> CostModel:
     """Fit from whole-model latencies: each latency = sum of its kernels' times + overhead.
 
@@ -574,7 +576,9 @@ def fit_from_whole_models(
     (each predicted by a model fitted without its fold; the stored coefficients are unaffected).
     With ``kernel_configs``, kernel configurations seen in at least ``config_min_count`` training
     measurements also get their own cost (:func:`fit_kernel_configs`). ``memory_floor`` (see
-    :meth:`CostModel.memory_floor_ms`) is stored in the model and applies to its predictions.
+    :meth:`CostModel.memory_floor_ms`) is stored in the model and applies to its predictions, as
+    does ``serial_kernels`` (:meth:`CostModel.serial_ms`: a serial law fitted elsewhere, e.g. on
+    one-thread measurements; the laws here are fitted as without it, every kernel priced by them).
     ``robust``/``robust_c``: see :func:`fit_samples`; the kernel-configuration fit then uses the
     reweighted rows too (recorded in the provenance).
     """
@@ -609,7 +613,7 @@ def fit_from_whole_models(
                     provenance={}, n=max(1, len(train) + len(extra)), accuracy={"holdout": {"n": 0, "mape_pct": None,
                                                                                        "median_ape_pct": None,
                                                                                        "spearman": None}},
-                    kernel_configs=configs, memory_floor=memory_floor)
+                    kernel_configs=configs, memory_floor=memory_floor, serial_kernels=serial_kernels)
 
     def graph_eval(idx: list[int]) -> dict[str, Any]:
         pred = [_predict_graph(fitted, graphs[i], models[i], target, runtime, precision, rules) for i in idx]
@@ -645,6 +649,7 @@ def fit_from_whole_models(
                                                     seed=seed)
             m_f = _tmp_model(fam_f, oh_f, cfg_f)
             m_f.memory_floor = dict(memory_floor) if memory_floor else None
+            m_f.serial_kernels = dict(serial_kernels) if serial_kernels else None
             for i in fold:
                 pred_cv[i] = _predict_graph(m_f, graphs[i], models[i], target, runtime, precision, rules)
         acc_cv = accuracy_metrics([pred_cv[i] for i in covered], [models[i].latency_ms for i in covered])
@@ -664,7 +669,7 @@ def fit_from_whole_models(
         prov["robust_fit"] = _robust_provenance(robust, robust_c, weights, rweights)
     return _build(families, oh, target=target, runtime=runtime, precision=precision, version=version,
                   provenance=prov, n=len(train) + len(extra), accuracy=accuracy, kernel_configs=configs,
-                  memory_floor=memory_floor)
+                  memory_floor=memory_floor, serial_kernels=serial_kernels)
 
 
 def _predict_graph(model: CostModel, graph: Graph, sample: Sample, target: str, runtime: str, precision: str,
@@ -814,7 +819,9 @@ def fit_profile(
             prov["robust_fit"] = _robust_provenance(robust, robust_c, ones, final)
         model = _build(families, oh, target=target, runtime=runtime, precision=precision, version=version,
                        provenance={"fitted_from": "per-kernel latencies", **prov}, n=len(kernel_samples),
-                       accuracy={"holdout": {**_strip(acc), "level": "kernel"}})
+                       accuracy={"holdout": {**_strip(acc), "level": "kernel"}},
+                       memory_floor=whole_model_options.get("memory_floor"),
+                       serial_kernels=whole_model_options.get("serial_kernels"))
     if skipped_validation:
         model.accuracy["validation_skipped"] = skipped_validation
     if validate:

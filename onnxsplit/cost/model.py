@@ -40,6 +40,14 @@ Optional in ``/2``: ``"memory_floor": {"dram_gbps": 23.4, "cache_mb": 32, "bytes
 predicted at least ``bytes / dram_gbps`` (measured memory bandwidth), the physical bound the
 training data (cache-resident kernels) cannot teach the linear laws (not applied to the
 ``data_movement`` and ``reshape`` families, which may read only part of their bytes).
+
+Optional in ``/2``: ``"serial_kernels": {"below_ms": 0.005, "threads": 1, "families": {...},
+"source": "..."}``: per-family laws (same features and units as ``families``) fitted on
+measurements taken with ``threads`` intra-op threads. A kernel that this law prices below
+``below_ms`` is predicted by it instead of by ``families``/``kernel_configs``: the runtime does not
+split such small kernels over its threads (on host-x86, one-kernel graphs under ~5 us run as fast
+with one thread as with two), so the multi-thread laws, which learn the speed-up of larger
+kernels, under-price them. A family missing there keeps the main law.
 """
 
 from __future__ import annotations
@@ -65,9 +73,10 @@ SCHEMA_V1 = "onnxsplit.costmodel/1"
 _TOP_KEYS_V1 = {"schema", "target", "runtime", "precision", "version", "features", "feature_units",
                 "coefficient_units", "families", "overhead_ms", "provenance", "accuracy"}
 _TOP_KEYS = _TOP_KEYS_V1 | {"kernel_configs"}
-_OPTIONAL_KEYS = {"memory_floor", "calibrated"}  # /2: may be absent
+_OPTIONAL_KEYS = {"memory_floor", "calibrated", "serial_kernels"}  # /2: may be absent
 _CONFIG_KEYS = {"family", "ms", "law_ms", "n_train"}
 _FLOOR_KEYS = {"dram_gbps", "cache_mb", "bytes_scale", "source"}
+_SERIAL_KEYS = {"below_ms", "threads", "families", "source"}
 #: families whose kernels may touch only part of their bytes (a Gather reads a few embedding rows)
 _FLOOR_EXEMPT = frozenset({"data_movement", "reshape"})
 _PROVENANCE_REQUIRED = ("source", "license", "citation", "n_samples", "date")
@@ -99,6 +108,21 @@ class CostModel:
     #: False for an estimate that no measurement of this target backs (e.g. transferred from other
     #: devices by :mod:`onnxsplit.cost.transfer`): predictions made with it say ``calibrated: false``
     calibrated: bool = True
+    #: None, or {"below_ms", "threads", "families", "source"} (see :meth:`serial_ms`)
+    serial_kernels: dict[str, Any] | None = None
+
+    def serial_ms(self, kernel: Kernel) -> float | None:
+        """The serial law's latency of a kernel (ms) when the model has one and it prices the kernel
+        below ``serial_kernels.below_ms``; None otherwise (the kernel takes the main law)."""
+        s = self.serial_kernels
+        if not s:
+            return None
+        fam = resolve_family(s["families"], kernel.family)
+        if fam is None:
+            return None
+        coefs = s["families"][fam]
+        ms = float(sum(coefs[f] * float(kernel.features[f]) for f in self.features))
+        return ms if ms < s["below_ms"] else None
 
     def memory_floor_ms(self, kernel: Kernel) -> float:
         """DRAM lower bound of a kernel: a kernel whose bytes (inputs + outputs + parameters, times
@@ -129,14 +153,18 @@ class CostModel:
     def predict_kernel(self, kernel: Kernel) -> float | None:
         """Latency of a kernel in ms (0 for constant-folded kernels; None: family not modelled).
 
-        A configuration seen in training (``kernel_configs``) gets its own fitted cost, any other
-        kernel the family law; either is raised to the DRAM floor (:meth:`memory_floor_ms`) when the
+        A kernel the serial law prices below its threshold (:meth:`serial_ms`) gets that price; else
+        a configuration seen in training (``kernel_configs``) gets its own fitted cost, any other
+        kernel the family law; each is raised to the DRAM floor (:meth:`memory_floor_ms`) when the
         model has one.
         """
         if kernel.family == "constant":
             return 0.0
         if resolve_family(self.families, kernel.family) is None:
             return None
+        serial = self.serial_ms(kernel)
+        if serial is not None:
+            return max(serial, self.memory_floor_ms(kernel))
         cfg = self.kernel_configs.get(kernel.signature) if kernel.signature else None
         if cfg is not None:
             ms = float(cfg["ms"])
@@ -162,6 +190,11 @@ class CostModel:
                                for sig, c in sorted(self.kernel_configs.items())},
             **({"memory_floor": dict(self.memory_floor)} if self.memory_floor else {}),
             **({} if self.calibrated else {"calibrated": False}),
+            **({"serial_kernels": {
+                "below_ms": float(self.serial_kernels["below_ms"]), "threads": int(self.serial_kernels["threads"]),
+                "families": {fam: {f: float(c[f]) for f in self.features}
+                             for fam, c in sorted(self.serial_kernels["families"].items())},
+                "source": self.serial_kernels["source"]}} if self.serial_kernels else {}),
             "provenance": dict(self.provenance),
             "accuracy": dict(self.accuracy),
         }
@@ -204,21 +237,24 @@ class CostModel:
             for f, u in units.items():
                 if u != table[f]:
                     raise fail(f"{key}.{f}", f"unit {u!r} differs from {table[f]!r}: the features changed meaning")
-        fams = doc["families"]
-        if not isinstance(fams, dict) or not fams:
-            raise fail("families", "expected a non-empty object {family: {feature: coefficient}}")
-        families: dict[str, dict[str, float]] = {}
-        for fam, coefs in fams.items():
-            if fam not in FAMILIES or fam == "constant":
-                raise fail(f"families.{fam}", f"unknown op family; known: {', '.join(f for f in FAMILIES if f != 'constant')}")
-            if not isinstance(coefs, dict) or set(coefs) != set(feats):
-                raise fail(f"families.{fam}", f"must give a coefficient for exactly the features {feats}")
-            out = {}
-            for f, c in coefs.items():
-                if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c) or c < 0:
-                    raise fail(f"families.{fam}.{f}", f"coefficient must be a finite number >= 0, got {c!r}")
-                out[f] = float(c)
-            families[fam] = out
+        def parse_families(fams: Any, key: str) -> dict[str, dict[str, float]]:
+            if not isinstance(fams, dict) or not fams:
+                raise fail(key, "expected a non-empty object {family: {feature: coefficient}}")
+            families: dict[str, dict[str, float]] = {}
+            for fam, coefs in fams.items():
+                if fam not in FAMILIES or fam == "constant":
+                    raise fail(f"{key}.{fam}", f"unknown op family; known: {', '.join(f for f in FAMILIES if f != 'constant')}")
+                if not isinstance(coefs, dict) or set(coefs) != set(feats):
+                    raise fail(f"{key}.{fam}", f"must give a coefficient for exactly the features {feats}")
+                out = {}
+                for f, c in coefs.items():
+                    if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c) or c < 0:
+                        raise fail(f"{key}.{fam}.{f}", f"coefficient must be a finite number >= 0, got {c!r}")
+                    out[f] = float(c)
+                families[fam] = out
+            return families
+
+        families = parse_families(doc["families"], "families")
         oh = doc["overhead_ms"]
         if isinstance(oh, bool) or not isinstance(oh, (int, float)) or not math.isfinite(oh) or oh < 0:
             raise fail("overhead_ms", f"must be a finite number >= 0 (ms), got {oh!r}")
@@ -255,6 +291,21 @@ class CostModel:
             if not isinstance(floor["source"], str):
                 raise fail("memory_floor.source", "expected a string")
             floor = {k: (floor[k] if k == "source" else float(floor[k])) for k in _FLOOR_KEYS}
+        serial = doc.get("serial_kernels")
+        if serial is not None:
+            if not isinstance(serial, dict) or set(serial) != _SERIAL_KEYS:
+                raise fail("serial_kernels", f"expected null or an object with exactly the keys {sorted(_SERIAL_KEYS)}")
+            below = serial["below_ms"]
+            if isinstance(below, bool) or not isinstance(below, (int, float)) or not math.isfinite(below) or below <= 0:
+                raise fail("serial_kernels.below_ms", f"must be a finite number > 0 (ms), got {below!r}")
+            threads = serial["threads"]
+            if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+                raise fail("serial_kernels.threads", f"expected a positive integer, got {threads!r}")
+            if not isinstance(serial["source"], str):
+                raise fail("serial_kernels.source", "expected a string")
+            serial = {"below_ms": float(below), "threads": threads,
+                      "families": parse_families(serial["families"], "serial_kernels.families"),
+                      "source": serial["source"]}
         calibrated = doc.get("calibrated", True)
         if not isinstance(calibrated, bool):
             raise fail("calibrated", f"expected true or false, got {calibrated!r}")
@@ -296,6 +347,7 @@ class CostModel:
             kernel_configs=configs,
             memory_floor=floor,
             calibrated=calibrated,
+            serial_kernels=serial,
         )
 
     @classmethod
