@@ -963,3 +963,11 @@ def test_quantize_qdq_handles_old_models() -> None:
     ref = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)[0]
     got = sess.run(None, feed)[0]
     assert got.shape == ref.shape and np.isfinite(got).all()
+
+
+def test_cost_model_show_names_the_floor_and_the_serial_law(capsys: pytest.CaptureFixture) -> None:
+    """`cost-model show` says what bounds and overrides the laws of the shipped host-x86 fp32 model."""
+    assert _cli(["cost-model", "show", "--target", "host-x86", "--precision", "fp32"]) == 0
+    out = capsys.readouterr().out
+    assert "memory floor: a kernel whose bytes exceed 32 MB takes at least bytes / 38.8 GB/s" in out
+    assert "serial law (1 thread(s)" in out and "prices below 5 us" in out and "1thread.csv" in out

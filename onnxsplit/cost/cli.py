@@ -358,6 +358,14 @@ def cmd_cost_model_show(args: argparse.Namespace) -> int:
             by_fam[c["family"]] = by_fam.get(c["family"], 0) + 1
         print(f"{len(model.kernel_configs)} kernel configurations with their own fitted cost ("
               + ", ".join(f"{f} {n}" for f, n in sorted(by_fam.items())) + "); other kernels use the family law")
+    if model.memory_floor:
+        fl = model.memory_floor
+        print(f"memory floor: a kernel whose bytes exceed {fl['cache_mb']:g} MB takes at least bytes / "
+              f"{fl['dram_gbps']:g} GB/s")
+    if model.serial_kernels:
+        sk = model.serial_kernels
+        print(f"serial law ({sk['threads']} thread(s), {len(sk['families'])} families): a kernel it prices below "
+              f"{sk['below_ms'] * 1000:g} us takes it instead of the law above; {sk['source']}")
     ev = model.accuracy.get("heldout_eval", {}).get("groups", {}).get("all")
     if ev:
         print(f"held-out evaluation (tools/eval_cost_model.py): n={ev['n']}, within +-10% {ev['within_10_pct']}%, "
