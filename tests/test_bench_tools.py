@@ -179,3 +179,39 @@ def test_bench_dram_small_run_prints_a_row_per_case_and_the_fit_flags():
     import bench_dram
 
     assert bench_dram.llc_mb() > 0
+
+
+def test_bench_weight_stream_builds_shared_and_distinct_stacks_and_prints_a_row_each():
+    """The shared stack holds one weight set, the distinct one a set per layer, and both compute the same
+    shapes; a small run prints one row per (case, layers) whose ratio is distinct / shared; bad cases exit 2."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    import pytest
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    import bench_weight_stream as bws
+
+    for case in bws.CASES:
+        shared, mb_s = bws.stack_model(case, 3, shared=True, scale=8)
+        distinct, mb_d = bws.stack_model(case, 3, shared=False, scale=8)
+        onnx.checker.check_model(distinct)
+        n_per_layer = 4 if bws.CASES[case][0] == "matmul" else 2
+        assert len(shared.graph.initializer) == n_per_layer and len(distinct.graph.initializer) == 3 * n_per_layer
+        assert mb_s == pytest.approx(mb_d) and mb_d > 0
+        outs = []
+        for m in (shared, distinct):
+            s = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+            i = s.get_inputs()[0]
+            outs.append(s.run(None, {i.name: np.ones(i.shape, np.float32)})[0].shape)
+        assert outs[0] == outs[1]
+    tool = str(ROOT / "tools" / "bench_weight_stream.py")
+    r = subprocess.run([sys.executable, tool, "--cases", "mm16,conv7", "--layers", "1,2", "--threads", "1",
+                        "--rounds", "1", "--reps", "3", "--scale", "8"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [ln.split("|")[1:-1] for ln in r.stdout.splitlines() if re.match(r"\| (mm|conv)", ln)]
+    assert [(c.strip(), int(n)) for c, n, *_ in rows] == [("mm16", 1), ("mm16", 2), ("conv7", 1), ("conv7", 2)]
+    for _, _, mb, shared_ms, distinct_ms, ratio, _ in rows:
+        assert float(mb) > 0 and float(ratio) == pytest.approx(float(distinct_ms) / float(shared_ms), abs=0.02)
+    bad = subprocess.run([sys.executable, tool, "--cases", "warp"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "unknown case" in bad.stderr
