@@ -211,7 +211,9 @@ def test_bench_weight_stream_builds_shared_and_distinct_stacks_and_prints_a_row_
     assert r.returncode == 0, r.stderr[-2000:]
     rows = [ln.split("|")[1:-1] for ln in r.stdout.splitlines() if re.match(r"\| (mm|conv)", ln)]
     assert [(c.strip(), int(n)) for c, n, *_ in rows] == [("mm16", 1), ("mm16", 2), ("conv7", 1), ("conv7", 2)]
-    for _, _, mb, shared_ms, distinct_ms, ratio, _ in rows:
-        assert float(mb) > 0 and float(ratio) == pytest.approx(float(distinct_ms) / float(shared_ms), abs=0.02)
+    assert all(float(mb) > 0 and float(shared) > 0 and float(distinct) > 0 for _, _, mb, shared, distinct, *_ in rows)
+    r1 = bws.measure("mm16", 2, threads=1, rounds=1, reps=3, scale=8)
+    assert r1["ratio"] == pytest.approx(r1["distinct_ms"] / r1["shared_ms"])
+    assert r1["extra_us_per_mb"] == pytest.approx((r1["distinct_ms"] - r1["shared_ms"]) / r1["weights_mb"] * 1000)
     bad = subprocess.run([sys.executable, tool, "--cases", "warp"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "unknown case" in bad.stderr
