@@ -117,12 +117,8 @@ class CostModel:
         s = self.serial_kernels
         if not s:
             return None
-        fam = resolve_family(s["families"], kernel.family)
-        if fam is None:
-            return None
-        coefs = s["families"][fam]
-        ms = float(sum(coefs[f] * float(kernel.features[f]) for f in self.features))
-        return ms if ms < s["below_ms"] else None
+        ms = self._law_ms(s["families"], kernel.family, kernel.features)
+        return ms if ms is not None and ms < s["below_ms"] else None
 
     def memory_floor_ms(self, kernel: Kernel) -> float:
         """DRAM lower bound of a kernel: a kernel whose bytes (inputs + outputs + parameters, times
@@ -144,10 +140,15 @@ class CostModel:
 
     def predict_features(self, family: str, features: Mapping[str, float]) -> float | None:
         """Latency in ms of a kernel with these features, or None when the family has no model."""
-        fam = resolve_family(self.families, family)
+        return self._law_ms(self.families, family, features)
+
+    def _law_ms(self, families: Mapping[str, Mapping[str, float]], family: str,
+                features: Mapping[str, float]) -> float | None:
+        """``families``' law (the main laws or the serial ones) for a kernel, None without that family."""
+        fam = resolve_family(families, family)
         if fam is None:
             return None
-        coefs = self.families[fam]
+        coefs = families[fam]
         return float(sum(coefs[f] * float(features[f]) for f in self.features))
 
     def predict_kernel(self, kernel: Kernel) -> float | None:
