@@ -31,6 +31,7 @@ process took +132 MB RSS unshared and +143 MB shared; with optimizations off +12
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Sequence
@@ -73,6 +74,7 @@ def build_policy(
     candidates: str = "all",
     algorithm: str = "mincut",
     objective: str = "latency",
+    edge_quota: Any = None,
 ):  # noqa: ANN201 - returns (PolicyTable, PlanResult)
     """Policy table for ``graph`` and the costed :class:`~onnxsplit.planning.PlanResult`.
 
@@ -81,6 +83,9 @@ def build_policy(
     cut (``algorithm``, min-cut by default); ``"bottlenecks"``: only prefix cuts that are natural
     or compressive bottlenecks (:func:`onnxsplit.candidates.cut_candidates`) plus all-edge and
     all-cloud, chosen exactly by evaluating each candidate at every grid point.
+    ``edge_quota`` (:class:`onnxsplit.cpu_quota.EdgeCpuQuota`): the edge CPU runs under a CFS
+    quota; the edge costs (after ``edge_factor``) are its long-run latencies and plan latencies are
+    evaluated with the quota model (``res.link.edge_quota``).
     """
     from .planning import plan_model
     from .search.sweep import DEFAULT_BANDWIDTHS_MBPS, sweep
@@ -92,6 +97,8 @@ def build_policy(
     if edge_factor != 1.0 or cloud_factor != 1.0:
         pb = res.problem.with_costs(res.problem.edge_ms * float(edge_factor), res.problem.cloud_ms * float(cloud_factor))
         res.problem = pb
+    if edge_quota is not None:
+        res.link = dataclasses.replace(res.link, edge_quota=edge_quota)
     grid = DEFAULT_BANDWIDTHS_MBPS if bandwidths_mbps is None else tuple(float(x) for x in bandwidths_mbps)
     if candidates == "all":
         table = sweep(res.problem, res.link, res.objective, algorithm, bandwidths_mbps=grid, batch_sizes=batch_sizes)
@@ -304,8 +311,11 @@ def write_dynamic_bundle(
 
 def _link_block(link: Any) -> dict:
     """What the measured policy (:mod:`onnxsplit.plan_timing`) needs of the link model."""
-    return {"rtt_ms": float(link.rtt_ms), "per_request_ms": float(link.per_request_ms),
-            "downlink_over_uplink": float(link.downlink_mbps) / float(link.uplink_mbps)}
+    block = {"rtt_ms": float(link.rtt_ms), "per_request_ms": float(link.per_request_ms),
+             "downlink_over_uplink": float(link.downlink_mbps) / float(link.uplink_mbps)}
+    if getattr(link, "edge_quota", None) is not None:  # recorded; the measured policy uses measured halves
+        block["edge_quota"] = link.edge_quota.to_json()
+    return block
 
 
 def policy_from_predictions(entries: Sequence[dict], grid: Sequence[float]) -> list[dict]:

@@ -17,7 +17,11 @@ Contract:
 * :func:`measured_latencies` turns an edge and a cloud timing file into each plan's single-request
   latency at every grid bandwidth: ``edge_ms + cloud_ms + uplink/bw + downlink/bw_down + rtt +
   per_request`` (the last four only when the plan has a cloud half), with the link parameters the
-  bundle was compiled with (manifest ``link``) unless others are given.
+  bundle was compiled with (manifest ``link``) unless others are given. When that link records an
+  edge CPU quota (``link.edge_quota``, :mod:`onnxsplit.cpu_quota`), ``per_request_ms`` there is the
+  off-CPU part of the per-request cost, and the client's CPU per request (``request_cpu_ms``) is
+  added at full speed: the edge half is timed after an idle gap, as in service, so its measured
+  time already holds its own throttling.
 * :func:`apply_plan_timings` rewrites ``OUT/policy.json`` (atomically) with batch-1 rows chosen
   from those latencies (at the grid bandwidths; a switch between two grid points is moved to the
   exact crossing of the two plans' latencies) among the plans marked ``policy_candidate`` (fp32 plans, and int8 plans
@@ -217,6 +221,8 @@ def measured_terms(manifest: dict, edge: Mapping, cloud: Mapping, *, link: Mappi
         raise UsageError("the bundle's manifest has no 'link' (written before onnxsplit recorded it): "
                          "pass the link (rtt_ms, per_request_ms) or recompile the bundle")
     rtt, per_req = float(lk.get("rtt_ms", 0.0)), float(lk.get("per_request_ms", 0.0))
+    if isinstance(lk.get("edge_quota"), Mapping):  # the client's CPU per request, at full speed (see the module doc)
+        per_req += float(lk["edge_quota"].get("request_cpu_ms", 0.0))
     ratio = float(lk.get("downlink_over_uplink", 1.0))
     out: dict[int, tuple[float, float]] = {}
     for p in manifest["plans"]:

@@ -755,7 +755,14 @@ def test_bench_e2e_tiny_run(tmp_path):
     assert set(res["trace"]) == {str(p["id"]) for p in res["plans"]} | {"dynamic"}
     assert all(len(t["lat"]) >= 1 for t in res["trace"].values())
     assert any(p["precision"] == "int8" for p in res["plans"])
-    assert res["calibration"]["edge_factor"] > 0 and res["calibration"]["per_request_ms"] > 0
+    cal = res["calibration"]
+    assert cal["edge_factor"] > 0 and cal["per_request_cpu_ms"] > 0 and cal["edge_fp32_cpu_ms"] > 0
+    if res["cpu_mode"].startswith("cgroup"):  # the default --edge-model quota: the CFS quota model, per-request cost split
+        assert cal["edge_quota"]["quota_ms"] == pytest.approx(0.1 * cal["edge_quota"]["period_ms"])
+        assert cal["edge_quota"]["request_cpu_ms"] == cal["per_request_cpu_ms"] and 0 <= cal["per_request_ms"] < cal["per_request_mean_ms"]
+        assert res["plans"] and json.loads((out / "bundle" / "manifest.json").read_text())["link"]["edge_quota"] == cal["edge_quota"]
+    else:
+        assert cal["per_request_ms"] > 0
     assert "onnxsplit / oracle" in (out / "table.md").read_text() and "dynamic / oracle" in (out / "table.md").read_text()
     assert set(res["dynamic_over_oracle"]) == {"2", "200"}
     ts = res["trace_summary"]

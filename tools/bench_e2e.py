@@ -20,6 +20,16 @@ Root only (network namespaces, tc; see tools/testbed/netns.py). Steps:
    measured with 50 4-byte requests to a tiny model served from the cloud namespace; their mean
    becomes the link's ``per_request_ms``. ``--calibrate none``: edge costs x ``1/edge-quota``, cloud x 1, no
    per-request cost (what the previous version of this benchmark did).
+   ``--edge-model quota`` (default since the sixteenth session, when the quota applied as a cgroup):
+   the edge is modelled as what it is, a CPU under a CFS quota (:mod:`onnxsplit.cpu_quota`), not a
+   uniformly slower one. The calibration also records each side's CPU time (``time.process_time``)
+   per run and per 4-byte request; a plan's latency is then the quota model's mean for back-to-back
+   requests needing (edge ms x quota + the request's CPU) on the edge CPU and (network + cloud + the
+   off-CPU part of the 4-byte request, fitted) off it. The cut search's linear costs are unchanged;
+   the choice among its candidate plans (onnxsplit's quantization-aware plan, the policy table,
+   the chain baseline's enumeration) uses the quota model. ``--edge-model linear``: every edge ms x
+   the whole-model factor and the 4-byte request's mean latency as the per-request cost (the runs
+   before the sixteenth session).
 3. **Plans** at each bandwidth: all-edge, all-cloud, the best chain cut (Neurosurgeon, algorithm
    ``chain``), the fp32 DAG min-cut (DADS/QDMP), that min-cut with its edge half quantized to int8
    afterwards (post-training, every edge node), onnxsplit's quantization-aware plan
@@ -162,14 +172,16 @@ def time_models(args: argparse.Namespace) -> int:
                                       helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type)) for i in model.graph.input})
         for _ in range(3):
             sess.run(None, feeds)
-        lat, end = [], time.monotonic() + args.min_s
+        lat, cpu, end = [], [], time.monotonic() + args.min_s
         while len(lat) < args.requests or time.monotonic() < end:
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             sess.run(None, feeds)
             lat.append((time.perf_counter() - t0) * 1e3)
+            cpu.append((time.process_time() - c0) * 1e3)
             if len(lat) >= 3 and time.monotonic() > end + 30:
                 break
-        out[path] = {"median_ms": float(np.median(lat)), "n": len(lat)}
+        # cpu: this process's CPU time per run (all threads; under a quota, what the quota is charged)
+        out[path] = {"median_ms": float(np.median(lat)), "n": len(lat), "cpu_median_ms": float(np.median(cpu))}
     print(json.dumps(out), flush=True)
     return 0
 
@@ -185,15 +197,17 @@ def ping(args: argparse.Namespace) -> int:
     for _ in range(3):
         r.cloud_infer(x)
     tot = []
+    c0 = time.process_time()
     for _ in range(args.requests):
         t0 = time.perf_counter()
         r.cloud_infer(x)
         tot.append((time.perf_counter() - t0) * 1e3)
+    cpu_ms = (time.process_time() - c0) * 1e3 / max(args.requests, 1)
     r.close()
     # the mean, not the median: under a CPU quota a request either fits in the period's quota or
     # stalls to the next period, and only the mean reflects the long-run cost (CPU time / quota)
     print(json.dumps({"mean_ms": float(np.mean(tot)), "median_ms": float(np.median(tot)),
-                      "p95_ms": float(np.percentile(tot, 95)), "n": len(tot)}), flush=True)
+                      "p95_ms": float(np.percentile(tot, 95)), "n": len(tot), "cpu_mean_ms": cpu_ms}), flush=True)
     return 0
 
 
@@ -365,6 +379,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--input-shape", action="append", default=[])
     ap.add_argument("--edge-quota", type=float, default=0.1,
                     help="edge CPU quota in CPUs (cgroup, period 1 ms / quota), on core 0; default 0.1 (10x slower edge)")
+    ap.add_argument("--edge-model", choices=["quota", "linear"], default="quota",
+                    help="how a plan's edge latency is predicted from the calibration: 'quota' (default): the CFS "
+                         "quota model of onnxsplit.cpu_quota (a short edge half between network waits runs "
+                         "unthrottled); 'linear': every edge ms x the whole-model factor (runs before the sixteenth "
+                         "session)")
     ap.add_argument("--calibrate", choices=["whole-model", "none"], default="whole-model",
                     help="scale the host-x86 costs by a whole-model timing on each side + measured per-request cost (default)")
     ap.add_argument("--quant", action=argparse.BooleanOptionalAction, default=True,
@@ -591,10 +610,22 @@ def calibrate(args, graph, tb, work: Path, env_cmd: list[str], me: list[str]) ->
                                 capture=True, timeout=300).stdout.strip().splitlines()[-1])
     srv.stdin.close()
     srv.wait(timeout=30)
-    cal["per_request_ms"] = r["mean_ms"]
+    cal["per_request_ms"] = cal["per_request_mean_ms"] = r["mean_ms"]
     cal["per_request_median_ms"] = r["median_ms"]
     cal["per_request_p95_ms"] = r["p95_ms"]
-    print("calibration: " + ", ".join(f"{k} {v:.3g}" for k, v in cal.items() if isinstance(v, float)), flush=True)
+    cal["edge_fp32_cpu_ms"] = edge[fp32]["cpu_median_ms"]
+    cal["per_request_cpu_ms"] = r["cpu_mean_ms"]
+    if args.edge_model == "quota" and tb.cpu_mode.startswith("cgroup"):
+        from onnxsplit.cpu_quota import EdgeCpuQuota, fit_request_wait_ms
+
+        q = EdgeCpuQuota(args.edge_quota * tb.edge_period_us / 1e3, tb.edge_period_us / 1e3, r["cpu_mean_ms"])
+        cal["edge_quota"] = q.to_json()
+        # the link's per-request cost becomes the off-CPU part of a 4-byte request; its CPU part is the quota's
+        cal["per_request_ms"] = fit_request_wait_ms(q, r["mean_ms"], r["cpu_mean_ms"])
+        cal["method"] += ("; edge latency by the CFS quota model (onnxsplit.cpu_quota): CPU = edge ms x quota "
+                          "+ the request's CPU, off-CPU = network + cloud + per_request_ms")
+    print("calibration: " + ", ".join(f"{k} {v:.3g}" for k, v in cal.items() if isinstance(v, float))
+          + (f", edge_quota {cal['edge_quota']}" if "edge_quota" in cal else ""), flush=True)
     return cal
 
 
@@ -636,8 +667,14 @@ def build_plans(args, graph, bws: list[float], cal: dict, out: Path):  # noqa: A
     from onnxsplit.dynamic_bundle import build_policy, plan_latencies, write_dynamic_bundle
     from onnxsplit.search import search
 
+    quota = None
+    if cal.get("edge_quota"):
+        from onnxsplit.cpu_quota import EdgeCpuQuota
+
+        quota = EdgeCpuQuota(**cal["edge_quota"])
     table, res = build_policy(graph, edge_factor=cal["edge_factor"], cloud_factor=cal["cloud_factor"], rtt_ms=args.rtt,
-                              per_request_ms=cal["per_request_ms"], candidates=args.candidates, batch_sizes=(1,))
+                              per_request_ms=cal["per_request_ms"], candidates=args.candidates, batch_sizes=(1,),
+                              edge_quota=quota)
     names = res.problem.node_names
     base: dict[str, dict[float, tuple[str, ...]]] = {"chain": {}, "mincut": {}}
     for bw in bws:

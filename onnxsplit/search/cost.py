@@ -13,7 +13,9 @@ Notation: ``E`` is the set of edge nodes (a plan), ``C`` the cloud nodes, ``a_i 
 * ``transfer_ms = u * uplink_bytes + d * downlink_bytes``;
   ``fixed_ms = rtt_ms + per_request_ms`` if ``C`` is non-empty, else 0;
   ``network_ms = transfer_ms + fixed_ms``.
-* objectives: ``latency = edge_ms + network_ms + cloud_ms``;
+* objectives: ``latency = edge_ms + network_ms + cloud_ms`` (with ``link.edge_quota``: the CPU
+  quota model of :mod:`onnxsplit.cpu_quota`, nonlinear in ``edge_ms``; the cut search still
+  minimizes the plain sum, so its plans are candidates and evaluated plans are exact);
   ``throughput = max(edge_ms, network_ms, cloud_ms)``;
   ``energy_mj = edge_power_w * edge_ms + radio_nj_per_byte * uplink_bytes * 1e-6``
   (W x ms = mJ; only the edge pays, downlink reception is not charged);
@@ -82,8 +84,14 @@ class Components:
         return self.transfer_ms(link) + self.fixed_ms(link)
 
     def latency_ms(self, link: Link) -> np.ndarray:
-        """Single-request latency ``edge + network + cloud``, ms."""
-        return self.edge_ms + self.network_ms(link) + self.cloud_ms
+        """Single-request latency ``edge + network + cloud``, ms (with ``link.edge_quota``: the
+        edge CPU quota model of :mod:`onnxsplit.cpu_quota` instead of the plain sum)."""
+        if link.edge_quota is None:
+            return self.edge_ms + self.network_ms(link) + self.cloud_ms
+        off = self.network_ms(link) + self.cloud_ms
+        q = link.edge_quota
+        return np.array([q.plan_latency_ms(float(e), float(o) if c else None)
+                         for e, o, c in zip(self.edge_ms, off, self.cloud_nonempty)], dtype=np.float64)
 
     def bottleneck_ms(self, link: Link) -> np.ndarray:
         """Pipelined stage time ``max(edge, network, cloud)``, ms."""

@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -271,6 +271,9 @@ class Link:
     ``transfer_ms = nbytes * 8 / (mbps * 1e3)`` in each direction (``inf`` bandwidth: free).
     ``rtt_ms + per_request_ms`` is paid once per request whenever some node runs in the cloud.
     ``radio_nj_per_byte`` is the edge radio energy per uplink byte (used by the energy objective).
+    ``edge_quota`` (an :class:`onnxsplit.cpu_quota.EdgeCpuQuota`): the edge CPU runs under a CFS
+    quota; plan latencies are then evaluated with that model (the cut search's linear costs are
+    unchanged; see :mod:`onnxsplit.cpu_quota`).
     """
 
     uplink_mbps: float
@@ -278,6 +281,7 @@ class Link:
     rtt_ms: float = 0.0
     per_request_ms: float = 0.0
     radio_nj_per_byte: float = 0.0
+    edge_quota: Any = None
 
     def __post_init__(self) -> None:
         if self.downlink_mbps is None:
@@ -292,6 +296,11 @@ class Link:
             if not (v >= 0 and math.isfinite(v)):
                 raise UsageError(f"{name} must be a finite number >= 0, got {v}")
             object.__setattr__(self, name, v)
+        if self.edge_quota is not None:
+            from onnxsplit.cpu_quota import EdgeCpuQuota
+
+            if not isinstance(self.edge_quota, EdgeCpuQuota):
+                raise UsageError(f"edge_quota must be an EdgeCpuQuota or None, got {type(self.edge_quota).__name__}")
 
     @property
     def ms_per_uplink_byte(self) -> float:
