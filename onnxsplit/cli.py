@@ -315,6 +315,24 @@ def _read_plan(path: str) -> list[str]:
 
 
 # ------------------------------------------------------------------------ plan
+def add_edge_cpu_limit_arg(g) -> None:  # noqa: ANN001 - an argparse group
+    g.add_argument("--edge-cpu-limit", metavar="CPUS[/PERIOD]",
+                   help="the edge runs under a CFS CPU limit (a container's, e.g. 500m or 0.1/10ms; period default "
+                        "100ms): its costs are scaled to that share and plan latencies use the quota model "
+                        "(onnxsplit.cpu_quota: a short edge half between network waits runs at full speed)")
+
+
+def edge_cpu_quota_from_args(args: argparse.Namespace):  # noqa: ANN201 - EdgeCpuQuota | None
+    text = getattr(args, "edge_cpu_limit", None)
+    if not text:
+        return None
+    from .cpu_quota import EdgeCpuQuota
+    from .units import parse_cpu_limit
+
+    cpus, period_ms = parse_cpu_limit(text)
+    return EdgeCpuQuota.from_cpus(cpus, period_ms)
+
+
 def add_link_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("targets and link")
     g.add_argument("--target", required=True, help="edge target (e.g. jetson, arm-cpu, rpi4, host-x86)")
@@ -323,6 +341,7 @@ def add_link_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--downlink", help="downlink bandwidth (default: same as --bandwidth)")
     g.add_argument("--rtt", default="0ms", help="round-trip time, e.g. 10ms (default 0ms)")
     g.add_argument("--per-request", default="0ms", help="fixed per-request cost (serialization...), e.g. 1ms")
+    add_edge_cpu_limit_arg(g)
     g.add_argument("--edge-precision", default="fp32", choices=["fp32", "fp16", "int8"])
     g.add_argument("--cloud-precision", default="fp32", choices=["fp32", "fp16", "int8"])
 
@@ -358,6 +377,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         edge_precision=args.edge_precision,
         cloud_precision=args.cloud_precision,
         alternatives=args.alternatives,
+        edge_cpu_quota=edge_cpu_quota_from_args(args),
     )
     doc = {"model": str(args.model), **result.to_json()}
     quant = _quant_setup(args, graph, plan=True)
@@ -390,7 +410,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
         f"edge  {e.target} ({e.runtime}, {e.precision}, calibrated: {str(e.calibrated).lower()})   "
         f"cloud {c.target} ({c.runtime}, {c.precision}, calibrated: {str(c.calibrated).lower()})"
     )
-    print(f"link  up {result.link.uplink_mbps:g} Mbps, rtt {result.link.rtt_ms:g} ms, per request {result.link.per_request_ms:.3f} ms")
+    q = result.link.edge_quota
+    print(f"link  up {result.link.uplink_mbps:g} Mbps, rtt {result.link.rtt_ms:g} ms, per request {result.link.per_request_ms:.3f} ms"
+          + (f"; edge CPU limit {q.cpus:g} CPU ({q.quota_ms:g} ms per {q.period_ms:g} ms period)" if q is not None else ""))
     plans = [("chosen", p)] + [(f"alt {i + 1}", a) for i, a in enumerate(result.alternatives)]
     rows = [
         (

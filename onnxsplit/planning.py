@@ -18,11 +18,13 @@ only when something runs in the cloud). The edge side's per-inference overhead i
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
 from .cost.predict import CostTable, predict
+from .errors import UsageError
 from .ir import Graph
 from .search import Constraints, Link, Objective, PartitionProblem, SplitPlan, TensorSpec, pareto, search, sweep
 from .targets import Target, load_target
@@ -48,6 +50,7 @@ class PlanResult:
                 "downlink_mbps": self.link.downlink_mbps,
                 "rtt_ms": self.link.rtt_ms,
                 "per_request_ms": self.link.per_request_ms,
+                **({"edge_cpu_quota": self.link.edge_quota.to_json()} if self.link.edge_quota is not None else {}),
             },
             "alternatives": [p.to_dict() for p in self.alternatives],
         }
@@ -133,8 +136,13 @@ def plan_model(
     edge_runtime: str | None = None,
     cloud_runtime: str | None = None,
     alternatives: int = 0,
+    edge_cpu_quota=None,  # noqa: ANN001 - onnxsplit.cpu_quota.EdgeCpuQuota | None
 ) -> PlanResult:
-    """Predict costs on both targets, search, and return the plan with its inputs."""
+    """Predict costs on both targets, search, and return the plan with its inputs.
+
+    ``edge_cpu_quota`` (:class:`onnxsplit.cpu_quota.EdgeCpuQuota`): the edge runs under a CFS CPU
+    limit (a container's); its predicted costs (for the unlimited device) are scaled to the long-run
+    rate (x 1 / CPUs) and plan latencies use the quota model (``link.edge_quota``)."""
     et, ct = load_target(edge_target), load_target(cloud_target)
     edge_costs = predict(graph, et, edge_precision, edge_runtime)
     cloud_costs = predict(graph, ct, cloud_precision, cloud_runtime)
@@ -142,6 +150,12 @@ def plan_model(
     link = make_link(
         uplink_mbps, downlink_mbps=downlink_mbps, rtt_ms=rtt_ms, per_request_ms=per_request_ms, cloud=cloud_costs, edge_target=et
     )
+    if edge_cpu_quota is not None:
+        if objective not in ("latency", "throughput"):
+            raise UsageError(f"an edge CPU limit is modelled for the latency and throughput objectives, not {objective!r}: "
+                             "drop the limit or use --objective latency")
+        problem = problem.with_costs(problem.edge_ms / edge_cpu_quota.cpus, problem.cloud_ms)
+        link = dataclasses.replace(link, edge_quota=edge_cpu_quota)
     obj = Objective(kind=objective, edge_power_w=et.power_active_w)
     plan = search(problem, link, obj, algorithm, constraints)
     alts: tuple[SplitPlan, ...] = ()

@@ -28,6 +28,7 @@ __all__ = [
     "format_ms",
     "format_nbytes",
     "parse_bandwidth_mbps",
+    "parse_cpu_limit",
     "parse_nbytes",
     "parse_time_ms",
 ]
@@ -91,6 +92,28 @@ def parse_time_ms(text: str) -> float:
     if value < 0:
         raise UsageError(f"bad time {text!r}: must not be negative")
     return value * _TIME_MS[unit]
+
+
+def parse_cpu_limit(text: str) -> tuple[float, float]:
+    """A CPU limit as ``(cpus, period_ms)`` from ``"0.5"`` (CPUs), ``"500m"`` (millicores, as in a
+    Kubernetes limit), optionally with the CFS period after a slash: ``"0.1/10ms"``; the period
+    defaults to Linux's 100 ms. ``0 < cpus <= 1`` (one core: onnxsplit's edge runs one thread of
+    work at a time) and the quota (cpus x period) at least 1 ms, the kernel's minimum."""
+    how = "e.g. 0.5, 500m or 0.1/10ms (CPUs, or millicores with m; optional /CFS period, default 100ms)"
+    raw = str(text).strip()
+    share, _, period = raw.partition("/")
+    share = share.strip()
+    try:
+        cpus = float(share[:-1]) / 1000.0 if share.lower().endswith("m") else float(share)
+    except ValueError:
+        raise UsageError(f"bad CPU limit {text!r}: {how}") from None
+    period_ms = parse_time_ms(period) if period.strip() else 100.0
+    if not (math.isfinite(cpus) and 0 < cpus <= 1):
+        raise UsageError(f"bad CPU limit {text!r}: must be more than 0 and at most 1 CPU ({how})")
+    if cpus * period_ms < 1.0 - 1e-9:
+        raise UsageError(f"bad CPU limit {text!r}: the quota ({cpus:g} x {period_ms:g} ms) is under the kernel's 1 ms "
+                         f"minimum; use a longer period, e.g. {cpus:g}/{math.ceil(1.0 / cpus):g}ms")
+    return cpus, period_ms
 
 
 def parse_nbytes(text: str | int) -> int:

@@ -14,7 +14,7 @@ from onnxsplit import zoo
 from onnxsplit.cli import main
 from onnxsplit.conformance import check_cuts
 from onnxsplit.cost.predict import CostTable
-from onnxsplit.planning import build_problem, make_link
+from onnxsplit.planning import build_problem, make_link, plan_model
 from onnxsplit.runtime_ort import random_feeds
 from onnxsplit.search import search
 from onnxsplit.split import split_model
@@ -118,6 +118,10 @@ def test_plan_cli_text_table(yolo_like: Path, capsys: pytest.CaptureFixture) -> 
         (["--bandwidth", "20mbps", "--rtt", "10 parsecs"], "10 parsecs"),
         (["--bandwidth", "20mbps", "--max-edge-memory", "lots"], "lots"),
         (["--bandwidth", "20mbps", "--pin-edge", "no.such.node"], "unknown node 'no.such.node'"),
+        (["--bandwidth", "20mbps", "--edge-cpu-limit", "lots"], "bad CPU limit 'lots'"),
+        (["--bandwidth", "20mbps", "--edge-cpu-limit", "2"], "at most 1 CPU"),
+        (["--bandwidth", "20mbps", "--edge-cpu-limit", "0.1/5ms"], "kernel's 1 ms minimum"),
+        (["--bandwidth", "20mbps", "--edge-cpu-limit", "0.5", "--objective", "energy"], "not 'energy'"),
     ],
 )
 def test_plan_cli_bad_values(extra: list[str], needle: str, yolo_like: Path, capsys: pytest.CaptureFixture) -> None:
@@ -148,3 +152,45 @@ def test_inspect_with_target_reports_prediction(yolo_like: Path, capsys: pytest.
     assert info["predicted_latency_ms"] > 0
     assert isinstance(info["prediction"]["calibrated"], bool)
     assert all(n["predicted_latency_ms"] >= 0 for n in info["nodes_detail"])
+
+
+def test_plan_cli_edge_cpu_limit_scales_the_edge_and_models_the_quota(yolo_like: Path, capsys: pytest.CaptureFixture) -> None:
+    """--edge-cpu-limit: edge costs x 1/CPUs (the long-run rate), the link records the quota, and a plan's
+    latency comes from the quota model (onnxsplit.cpu_quota) rather than the plain sum of its parts."""
+    from onnxsplit.cpu_quota import EdgeCpuQuota
+
+    argv = ["plan", str(yolo_like), "--target", "host-x86", "--cloud", "server-gpu", "--bandwidth", "100mbps", "--rtt", "5ms",
+            "--json", "--alternatives", "2"]
+    assert main(argv) == 0
+    free = json.loads(capsys.readouterr().out)
+    assert main([*argv, "--edge-cpu-limit", "250m/20ms"]) == 0
+    lim = json.loads(capsys.readouterr().out)
+    assert lim["link"]["edge_cpu_quota"] == {"quota_ms": 5.0, "period_ms": 20.0, "request_cpu_ms": 0.0}
+    assert "edge_cpu_quota" not in free["link"]
+    assert lim["edge"]["whole_model_ms"] == pytest.approx(free["edge"]["whole_model_ms"])  # the predictions themselves
+    q = EdgeCpuQuota(5.0, 20.0)
+    for p in [lim["plan"], *lim["alternatives"]]:
+        if p["fixed_ms"] > 0:  # something runs in the cloud (the rtt is paid)
+            off = p["transfer_ms"] + p["fixed_ms"] + p["cloud_ms"]
+            assert p["total_ms"] == pytest.approx(q.plan_latency_ms(p["edge_ms"], off), rel=1e-9)
+            if p["edge_nodes"]:
+                assert p["total_ms"] != pytest.approx(p["edge_ms"] + off, rel=1e-6)  # not the plain sum
+        else:
+            assert p["total_ms"] == pytest.approx(p["edge_ms"])  # all-edge: back to back at the long-run rate
+    chosen = {tuple(free["plan"]["edge_nodes"]): free["plan"]}
+    same = [p for p in [lim["plan"], *lim["alternatives"]] if tuple(p["edge_nodes"]) in chosen]
+    for p in same:  # the same plan's edge ms is 4x the unlimited one's (0.25 CPU)
+        assert p["edge_ms"] == pytest.approx(4 * chosen[tuple(p["edge_nodes"])]["edge_ms"])
+    assert main([*argv[:-3], "--edge-cpu-limit", "0.25/20ms"]) == 0
+    assert "edge CPU limit 0.25 CPU (5 ms per 20 ms period)" in capsys.readouterr().out
+    # the same through the API, on a split plan (the CLI's plans above may all be all-edge/all-cloud)
+    from onnxsplit.search import evaluate_plan
+
+    graph = onnxsplit.load_graph(str(yolo_like))
+    kw = {"edge_target": "host-x86", "cloud_target": "server-gpu", "uplink_mbps": 100.0, "rtt_ms": 5.0}
+    res_q, res_free = plan_model(graph, edge_cpu_quota=q, **kw), plan_model(graph, **kw)
+    first = (0, 1, 2)
+    pq, pf = evaluate_plan(res_q.problem, res_q.link, first), evaluate_plan(res_free.problem, res_free.link, first)
+    assert pq.edge_ms == pytest.approx(4 * pf.edge_ms)
+    assert pq.total_ms == pytest.approx(q.plan_latency_ms(pq.edge_ms, pq.transfer_ms + pq.fixed_ms + pq.cloud_ms))
+    assert pq.total_ms < pq.edge_ms + pq.transfer_ms + pq.fixed_ms + pq.cloud_ms  # its ~0.1 ms of CPU runs unthrottled

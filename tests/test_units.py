@@ -110,3 +110,21 @@ def test_format_roundtrip_readable() -> None:
     assert format_bandwidth(20) == "20 Mbps"
     assert format_bandwidth(1500) == "1.5 Gbps"
     assert parse_bandwidth_mbps(format_bandwidth(20).replace(" ", "")) == 20
+
+
+@pytest.mark.parametrize(("text", "want"), [("0.5", (0.5, 100.0)), ("500m", (0.5, 100.0)), ("100m/10ms", (0.1, 10.0)),
+                                            ("0.1 / 0.01s", (0.1, 10.0)), ("1", (1.0, 100.0))])
+def test_parse_cpu_limit(text: str, want: tuple[float, float]) -> None:
+    from onnxsplit.units import parse_cpu_limit
+
+    assert parse_cpu_limit(text) == pytest.approx(want)
+
+
+@pytest.mark.parametrize(("text", "needle"), [("", "bad CPU limit"), ("0", "more than 0"), ("1.5", "at most 1"),
+                                              ("0.1/5ms", "1 ms minimum"), ("0.5/10 parsecs", "bad time"),
+                                              ("nan", "more than 0")])
+def test_parse_cpu_limit_errors(text: str, needle: str) -> None:
+    from onnxsplit.units import parse_cpu_limit
+
+    with pytest.raises(UsageError, match=needle):
+        parse_cpu_limit(text)

@@ -28,7 +28,7 @@ from ..errors import OnnxSplitError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ..cli import add_json_arg, add_model_args, add_output_args, add_quant_args
+    from ..cli import add_edge_cpu_limit_arg, add_json_arg, add_model_args, add_output_args, add_quant_args
 
     p = subparsers.add_parser("compile", help="plan, split, quantize and compile both halves into a deployable folder")
     add_model_args(p)
@@ -38,6 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--bandwidth", default="20mbps", help="uplink bandwidth the plan is optimized for (default 20mbps)")
     g.add_argument("--rtt", default="10ms", help="round-trip time (default 10ms)")
     g.add_argument("--objective", default="latency", choices=["latency", "throughput", "energy", "weighted"])
+    add_edge_cpu_limit_arg(g)
     g.add_argument("--backend", default="both", choices=["ort", "tvm", "both"],
                    help="ort: ONNX halves only; tvm/both: also TVM libraries for each side (default both)")
     g.add_argument("--dynamic", action="store_true",
@@ -57,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_compile(args: argparse.Namespace) -> int:
     from ..bundle import atomic_output_dir, save_model, sha256_file, write_manifest
-    from ..cli import _quant_setup, fmt_bytes, load_graph, table
+    from ..cli import _quant_setup, edge_cpu_quota_from_args, fmt_bytes, load_graph, table
     from ..planning import plan_model
     from ..runtime_ort import random_feeds
     from ..split import split_model
@@ -79,6 +80,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     result = plan_model(
         graph, edge_target=edge_t, cloud_target=cloud_t, uplink_mbps=uplink, rtt_ms=rtt,
         objective=args.objective, edge_precision="int8" if int8 else "fp32", alternatives=3,
+        edge_cpu_quota=edge_cpu_quota_from_args(args),
     )
     plan, selection = result.plan, None
     if int8:
@@ -213,15 +215,19 @@ def _compile_tvm(root: Path, edge_t, cloud_t, tuning_db: Path | None = None) -> 
 
 def _compile_dynamic(args: argparse.Namespace, graph, edge_t, cloud_t, rtt: float) -> int:  # noqa: ANN001
     """``compile --dynamic``: one fp32 bundle per distinct plan of the bandwidth x batch policy."""
-    from ..cli import _split_list, fmt_bytes, table
+    from ..cli import _split_list, edge_cpu_quota_from_args, fmt_bytes, table
     from ..dynamic_bundle import build_policy, write_dynamic_bundle
 
     if args.quantize == "int8" and args.calib:
         raise OnnxSplitError("--dynamic writes fp32 plans; drop --calib (or use --quantize none)")
     batches = tuple(int(b) for b in _split_list([args.batch_sizes]))
+    quota = edge_cpu_quota_from_args(args)
+    if quota is not None and args.objective not in ("latency", "throughput"):
+        raise OnnxSplitError(f"--edge-cpu-limit is modelled for the latency and throughput objectives, not {args.objective!r}")
     policy, result = build_policy(
         graph, edge_target=edge_t.name, cloud_target=cloud_t.name, rtt_ms=rtt, batch_sizes=batches,
         candidates=args.candidates, objective=args.objective,
+        edge_factor=1.0 / quota.cpus if quota is not None else 1.0, edge_quota=quota,
     )
     manifest = write_dynamic_bundle(
         graph, policy, args.output, source=args.model, force=args.force,
