@@ -158,3 +158,21 @@ def test_compile_dynamic_emits_every_policy_plan(resnet: Path, tmp_path: Path, c
     for mbps in (0.1, 10.0, 10_000.0):
         k = bundle.lookup(mbps, 1)
         assert (bundle.plan_dir(k) / "manifest.json").is_file()
+
+
+def test_compile_dynamic_with_an_edge_cpu_limit(resnet: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--edge-cpu-limit on compile --dynamic: the bundle's link records the quota and every plan is priced
+    with the edge at that share (all-edge: 1/CPUs x the unlimited prediction)."""
+    base = ["compile", str(resnet), "--target", "arm-cpu", "--rtt", "5ms", "--dynamic", "--quantize", "none", "--json"]
+    assert main([*base, "-o", str(tmp_path / "free")]) == 0
+    free = json.loads(capsys.readouterr().out)
+    assert main([*base, "-o", str(tmp_path / "lim"), "--edge-cpu-limit", "0.5/10ms"]) == 0
+    lim = json.loads(capsys.readouterr().out)
+    assert lim["link"]["edge_quota"] == {"quota_ms": 5.0, "period_ms": 10.0, "request_cpu_ms": 0.0, "cpu_spread": 0.25}
+    assert "edge_quota" not in free["link"]
+    edge_free = next(p for p in free["plans"] if p["kind"] == "all-edge")
+    edge_lim = next(p for p in lim["plans"] if p["kind"] == "all-edge")
+    for bw, ms in edge_free["predicted_ms"].items():
+        assert edge_lim["predicted_ms"][bw] == pytest.approx(2.0 * ms)
+    assert main([*base, "-o", str(tmp_path / "bad"), "--edge-cpu-limit", "0.5", "--objective", "energy"]) == 2
+    assert "not 'energy'" in capsys.readouterr().err and not (tmp_path / "bad").exists()

@@ -80,6 +80,22 @@ def test_limits_short_job_runs_at_full_speed_and_a_long_one_at_the_quota_rate() 
     assert math.isinf(q.request_latency_ms(math.inf, 1.0))
 
 
+def test_cpu_spread_turns_the_step_at_the_quota_into_a_ramp() -> None:
+    """Exact model: a request whose CPU crosses one period's quota waits a whole period more; averaged
+    over a +-25 % spread of its CPU time the latency rises gradually, and far from the quota the two agree."""
+    exact, spread = EdgeCpuQuota(1.0, 10.0, cpu_spread=0.0), EdgeCpuQuota(1.0, 10.0)
+    assert spread.cpu_spread == 0.25
+    step = exact.plan_latency_ms(10.5, 15.0) - exact.plan_latency_ms(9.5, 15.0)  # 0.95 vs 1.05 ms of CPU
+    assert step > 3.5  # 15.95 -> 20.0 ms: it waits for the next period
+    ramp = [spread.plan_latency_ms(e, 15.0) for e in (6.0, 8.0, 9.5, 10.5, 12.0, 14.0)]
+    assert all(b >= a for a, b in zip(ramp, ramp[1:]))
+    assert max(b - a for a, b in zip(ramp, ramp[1:])) < step / 2
+    assert spread.plan_latency_ms(3.0, 15.0) == pytest.approx(exact.plan_latency_ms(3.0, 15.0))  # 0.3 ms: far below
+    assert spread.plan_latency_ms(70.0, None) == pytest.approx(70.0)  # all-edge: the long-run rate either way
+    with pytest.raises(UsageError, match="cpu_spread"):
+        EdgeCpuQuota(1.0, 10.0, cpu_spread=1.0)
+
+
 def test_fit_request_wait_recovers_the_off_cpu_time() -> None:
     q = EdgeCpuQuota(1.0, 10.0)
     assert fit_request_wait_ms(q, q.request_latency_ms(0.3, 11.37), 0.3) == pytest.approx(11.37, abs=0.011)
@@ -148,7 +164,7 @@ def test_policy_and_bundle_with_an_edge_quota(tmp_path) -> None:
     from onnxsplit.plan_timing import measured_terms
 
     graph = onnxsplit.load_graph(str(Path(__file__).resolve().parents[1] / "examples" / "tiny_cnn.onnx"))
-    q = EdgeCpuQuota(1.0, 10.0, request_cpu_ms=0.25)
+    q = EdgeCpuQuota(1.0, 10.0, request_cpu_ms=0.25, cpu_spread=0.0)
     table, res = build_policy(graph, edge_factor=200.0, rtt_ms=1.0, per_request_ms=0.5, edge_quota=q)
     _, lin = build_policy(graph, edge_factor=200.0, rtt_ms=1.0, per_request_ms=0.5)
     assert res.link.edge_quota == q and lin.link.edge_quota is None
@@ -163,7 +179,7 @@ def test_policy_and_bundle_with_an_edge_quota(tmp_path) -> None:
     # ... and all-edge runs back to back at the long-run rate either way
     assert plan_latencies(res.problem, res.link, names, grid) == pytest.approx(plan_latencies(lin.problem, lin.link, names, grid))
     man = write_dynamic_bundle(graph, table, tmp_path / "b", source="tiny", predicted=(res.problem, res.link, res.objective))
-    assert man["link"]["edge_quota"] == {"quota_ms": 1.0, "period_ms": 10.0, "request_cpu_ms": 0.25}
+    assert man["link"]["edge_quota"] == {"quota_ms": 1.0, "period_ms": 10.0, "request_cpu_ms": 0.25, "cpu_spread": 0.0}
     split = next(p for p in man["plans"] if p["kind"] == "split")
     timing = {"plans": {str(p["id"]): {"median_ms": 2.0} for p in man["plans"]}}
     a_q, _ = measured_terms(man, timing, timing)[split["id"]]

@@ -165,7 +165,7 @@ def test_plan_cli_edge_cpu_limit_scales_the_edge_and_models_the_quota(yolo_like:
     free = json.loads(capsys.readouterr().out)
     assert main([*argv, "--edge-cpu-limit", "250m/20ms"]) == 0
     lim = json.loads(capsys.readouterr().out)
-    assert lim["link"]["edge_cpu_quota"] == {"quota_ms": 5.0, "period_ms": 20.0, "request_cpu_ms": 0.0}
+    assert lim["link"]["edge_cpu_quota"] == {"quota_ms": 5.0, "period_ms": 20.0, "request_cpu_ms": 0.0, "cpu_spread": 0.25}
     assert "edge_cpu_quota" not in free["link"]
     assert lim["edge"]["whole_model_ms"] == pytest.approx(free["edge"]["whole_model_ms"])  # the predictions themselves
     q = EdgeCpuQuota(5.0, 20.0)
