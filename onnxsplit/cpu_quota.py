@@ -16,9 +16,9 @@ back, each needing ``cpu_ms`` of the edge CPU (full-speed milliseconds) and then
 (no CFS burst); the mean is over the requests that start in ``_WINDOW`` periods (at least
 ``_REQUESTS``, at most ``_MAX_REQUESTS`` requests) after ``_WARMUP`` periods, for ``_PHASES``
 starting points spread over one period; with ``wait_ms = 0``
-the CPU is never idle and the mean is exactly ``cpu_ms * period / quota``. Exact for this model (each request is
-computed in closed form, not in time steps: ``tests/test_cpu_quota.py`` checks it against a
-1-us step simulation).
+the CPU is never idle and the mean is exactly ``cpu_ms * period / quota``. Exact for this model
+(each request is computed in closed form, not in time steps: ``tests/test_cpu_quota.py`` checks it
+against a simulation in 0.25-ms steps).
 
 In the search (:class:`onnxsplit.search.problem.Link` ``edge_quota``) the problem's edge costs
 stay on the *long-run* scale (a whole model run back to back on the limited CPU: what a
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 from .errors import UsageError
 
-__all__ = ["EdgeCpuQuota", "fit_request_wait_ms"]
+__all__ = ["EdgeCpuQuota", "check_objective", "fit_request_wait_ms"]
 
 _PHASES = 8
 _WARMUP = 2
@@ -56,7 +56,8 @@ class EdgeCpuQuota:
     CPU times spread uniformly by +-that share (5 points), because a request's CPU time varies from
     request to request and the kernel enforces the quota at its own granularity (it let the testbed's
     edge run 11.6 % of the time under a 10 % quota): the exact model jumps by a whole period when the
-    CPU crosses the quota, the real latency ramps (default 0.25; 0: the exact model). Latency objectives only: energy and throughput stay linear.
+    CPU crosses the quota, the real latency ramps (default 0.25; 0: the exact model). Latency
+    objectives only: energy and throughput stay linear.
     """
 
     quota_ms: float
@@ -147,26 +148,37 @@ class EdgeCpuQuota:
         cpu = float(edge_ms) * self.cpus
         if offload_ms is None:
             return self.request_latency_ms(cpu, 0.0)  # CPU-bound back to back: the long-run rate, no spread needed
-        cpu += self.request_cpu_ms
-        if self.cpu_spread == 0 or cpu == 0 or math.isinf(cpu):
-            return self.request_latency_ms(cpu, float(offload_ms))
-        return sum(self.request_latency_ms(cpu * (1 + self.cpu_spread * u), float(offload_ms)) for u in _SPREAD) / len(_SPREAD)
+        return self.offload_latency_ms(cpu + self.request_cpu_ms, float(offload_ms))
+
+    def offload_latency_ms(self, cpu_ms: float, wait_ms: float) -> float:
+        """:meth:`request_latency_ms` averaged over ``cpu_ms`` spread by +-``cpu_spread``."""
+        if self.cpu_spread == 0 or cpu_ms == 0 or math.isinf(cpu_ms):
+            return self.request_latency_ms(cpu_ms, wait_ms)
+        return sum(self.request_latency_ms(cpu_ms * (1 + self.cpu_spread * u), wait_ms) for u in _SPREAD) / len(_SPREAD)
+
+
+def check_objective(objective: str) -> None:
+    """An edge CPU quota is modelled for latency (and throughput: the long-run rate) only."""
+    if objective not in ("latency", "throughput"):
+        raise UsageError(f"an edge CPU limit is modelled for the latency and throughput objectives, not {objective!r}: "
+                         "drop the limit or use --objective latency")
 
 
 def fit_request_wait_ms(quota: EdgeCpuQuota, measured_ms: float, cpu_ms: float) -> float:
     """The off-CPU time per request (``w >= 0``) for which back-to-back requests of ``cpu_ms`` edge
     CPU take ``measured_ms`` on average under ``quota`` (e.g. from timed empty requests: their
-    measured mean latency and their CPU time); the closest value on a 0.01-ms grid."""
+    measured mean latency and their CPU time), with the same CPU spread as a plan's requests
+    (:meth:`EdgeCpuQuota.offload_latency_ms`); the closest value on a 0.01-ms grid."""
     measured_ms, cpu_ms = float(measured_ms), float(cpu_ms)
     if not (math.isfinite(measured_ms) and measured_ms >= 0 and math.isfinite(cpu_ms) and cpu_ms >= 0):
         raise UsageError(f"measured_ms and cpu_ms must be finite numbers >= 0, got {measured_ms}, {cpu_ms}")
-    if quota.request_latency_ms(cpu_ms, 0.0) >= measured_ms:  # the CPU alone takes that long already
+    if quota.offload_latency_ms(cpu_ms, 0.0) >= measured_ms:  # the CPU alone takes that long already
         return 0.0
     steps = max(int(measured_ms / 0.01), 0)
     best_w, best_err = 0.0, math.inf
     for i in range(steps + 1):
         w = i * 0.01
-        err = abs(quota.request_latency_ms(cpu_ms, w) - measured_ms)
+        err = abs(quota.offload_latency_ms(cpu_ms, w) - measured_ms)
         if err < best_err - 1e-12:
             best_w, best_err = w, err
     return best_w

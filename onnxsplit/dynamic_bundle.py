@@ -98,6 +98,9 @@ def build_policy(
         pb = res.problem.with_costs(res.problem.edge_ms * float(edge_factor), res.problem.cloud_ms * float(cloud_factor))
         res.problem = pb
     if edge_quota is not None:
+        from .cpu_quota import check_objective
+
+        check_objective(objective)
         res.link = dataclasses.replace(res.link, edge_quota=edge_quota)
     grid = DEFAULT_BANDWIDTHS_MBPS if bandwidths_mbps is None else tuple(float(x) for x in bandwidths_mbps)
     if candidates == "all":

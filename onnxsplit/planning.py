@@ -24,7 +24,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from .cost.predict import CostTable, predict
-from .errors import UsageError
 from .ir import Graph
 from .search import Constraints, Link, Objective, PartitionProblem, SplitPlan, TensorSpec, pareto, search, sweep
 from .targets import Target, load_target
@@ -151,9 +150,9 @@ def plan_model(
         uplink_mbps, downlink_mbps=downlink_mbps, rtt_ms=rtt_ms, per_request_ms=per_request_ms, cloud=cloud_costs, edge_target=et
     )
     if edge_cpu_quota is not None:
-        if objective not in ("latency", "throughput"):
-            raise UsageError(f"an edge CPU limit is modelled for the latency and throughput objectives, not {objective!r}: "
-                             "drop the limit or use --objective latency")
+        from .cpu_quota import check_objective
+
+        check_objective(objective)
         problem = problem.with_costs(problem.edge_ms / edge_cpu_quota.cpus, problem.cloud_ms)
         link = dataclasses.replace(link, edge_quota=edge_cpu_quota)
     obj = Objective(kind=objective, edge_power_w=et.power_active_w)

@@ -222,8 +222,6 @@ def _compile_dynamic(args: argparse.Namespace, graph, edge_t, cloud_t, rtt: floa
         raise OnnxSplitError("--dynamic writes fp32 plans; drop --calib (or use --quantize none)")
     batches = tuple(int(b) for b in _split_list([args.batch_sizes]))
     quota = edge_cpu_quota_from_args(args)
-    if quota is not None and args.objective not in ("latency", "throughput"):
-        raise OnnxSplitError(f"--edge-cpu-limit is modelled for the latency and throughput objectives, not {args.objective!r}")
     policy, result = build_policy(
         graph, edge_target=edge_t.name, cloud_target=cloud_t.name, rtt_ms=rtt, batch_sizes=batches,
         candidates=args.candidates, objective=args.objective,
