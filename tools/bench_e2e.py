@@ -25,7 +25,8 @@ Root only (network namespaces, tc; see tools/testbed/netns.py). Steps:
    uniformly slower one. The calibration also records each side's CPU time (``time.process_time``)
    per run and per 4-byte request; a plan's latency is then the quota model's mean for back-to-back
    requests needing (edge ms x quota + the request's CPU) on the edge CPU and (network + cloud + the
-   off-CPU part of the 4-byte request, fitted) off it. The cut search's linear costs are unchanged;
+   off-CPU part of the 4-byte request, fitted) off it, averaged over +-25 % of that CPU time
+   (``EdgeCpuQuota.cpu_spread``). The cut search's linear costs are unchanged;
    the choice among its candidate plans (onnxsplit's quantization-aware plan, the policy table,
    the chain baseline's enumeration) uses the quota model. ``--edge-model linear``: every edge ms x
    the whole-model factor and the 4-byte request's mean latency as the per-request cost (the runs
