@@ -410,9 +410,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
         f"edge  {e.target} ({e.runtime}, {e.precision}, calibrated: {str(e.calibrated).lower()})   "
         f"cloud {c.target} ({c.runtime}, {c.precision}, calibrated: {str(c.calibrated).lower()})"
     )
-    q = result.link.edge_quota
+    quota = result.link.edge_quota
     print(f"link  up {result.link.uplink_mbps:g} Mbps, rtt {result.link.rtt_ms:g} ms, per request {result.link.per_request_ms:.3f} ms"
-          + (f"; edge CPU limit {q.cpus:g} CPU ({q.quota_ms:g} ms per {q.period_ms:g} ms period)" if q is not None else ""))
+          + (f"; edge CPU limit {quota.cpus:g} CPU ({quota.quota_ms:g} ms per {quota.period_ms:g} ms period)" if quota else ""))
     plans = [("chosen", p)] + [(f"alt {i + 1}", a) for i, a in enumerate(result.alternatives)]
     rows = [
         (
@@ -431,6 +431,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     ]
     print()
     print(table(["plan", "edge nodes", "last edge node", "uplink", "edge ms", "network ms", "cloud ms", "total ms", args.objective, "edge mem"], rows))
+    if quota is not None:
+        print("(edge ms: the edge half run back to back at the CPU limit; total ms: the CPU quota model, where a short "
+              "edge half between network waits runs at full speed, so the columns need not add up)")
     if p.boundary_tensors:
         print("\nboundary: " + ", ".join(f"{b.name} ({format_nbytes(b.nbytes)})" for b in p.boundary_tensors))
     if p.binding_constraints:
