@@ -316,7 +316,7 @@ def _link_block(link: Any) -> dict:
     """What the measured policy (:mod:`onnxsplit.plan_timing`) needs of the link model."""
     block = {"rtt_ms": float(link.rtt_ms), "per_request_ms": float(link.per_request_ms),
              "downlink_over_uplink": float(link.downlink_mbps) / float(link.uplink_mbps)}
-    if getattr(link, "edge_quota", None) is not None:  # the measured policy adds its request_cpu_ms (plan_timing)
+    if link.edge_quota is not None:  # the measured policy adds its request_cpu_ms (plan_timing)
         block["edge_quota"] = link.edge_quota.to_json()
     return block
 
